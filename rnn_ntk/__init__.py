@@ -1,0 +1,19 @@
+"""rnn_ntk: neural-tangent-kernel analysis of Elman RNNs on current JAX."""
+from rnn_ntk.model import (
+    ConfigError,
+    ElmanRNN,
+    RNNConfig,
+    Scales,
+    apply,
+    hidden_states,
+    init_params,
+    ntk_lr_to_paper,
+    paper_lr_to_ntk,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "ElmanRNN", "RNNConfig", "Scales", "apply", "hidden_states", "init_params",
+    "ntk_lr_to_paper", "paper_lr_to_ntk", "__version__",
+]
