@@ -10,10 +10,11 @@ from rnn_ntk.model import (
     ntk_lr_to_paper,
     paper_lr_to_ntk,
 )
+from rnn_ntk.linearize import linearize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "ElmanRNN", "RNNConfig", "Scales", "apply", "hidden_states", "init_params",
-    "ntk_lr_to_paper", "paper_lr_to_ntk", "__version__",
+    "linearize", "ntk_lr_to_paper", "paper_lr_to_ntk", "__version__",
 ]
