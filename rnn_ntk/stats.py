@@ -1,0 +1,97 @@
+"""Agreement statistics for the experiments: power-law and linear fits with uncertainties, verdicts.
+
+Everything here is plain numpy (no JAX): it runs on stored results.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """A least-squares line y = slope * x + intercept, with the slope's standard error and a 95%
+    interval (from seeds when the fit had them, else from the residuals)."""
+
+    slope: float
+    intercept: float
+    slope_se: float
+    r2: float
+    ci95: tuple[float, float]
+
+    def __str__(self) -> str:
+        return f"{self.slope:.3f} ± {self.slope_se:.3f}"
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"fit needs two 1-D arrays of equal length, got {x.shape} and {y.shape}")
+    if x.size < 2 or np.ptp(x) == 0:
+        raise ValueError("fit needs at least two distinct x values")
+    xm, ym = x.mean(), y.mean()
+    sxx = np.sum((x - xm) ** 2)
+    slope = float(np.sum((x - xm) * (y - ym)) / sxx)
+    intercept = float(ym - slope * xm)
+    resid = y - (slope * x + intercept)
+    dof = x.size - 2
+    se = float(np.sqrt(np.sum(resid ** 2) / dof / sxx)) if dof > 0 else float("nan")
+    sst = np.sum((y - ym) ** 2)
+    r2 = float(1 - np.sum(resid ** 2) / sst) if sst > 0 else 1.0
+    return slope, intercept, se, r2
+
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> Fit:
+    """Ordinary least squares of y on x; 95% interval slope ± 1.96 se (se from residuals)."""
+    slope, intercept, se, r2 = _ols(np.asarray(x), np.asarray(y))
+    return Fit(slope, intercept, se, r2, (slope - 1.96 * se, slope + 1.96 * se))
+
+
+def fit_power_law(x: Sequence[float], y_SX: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> Fit:
+    """Fit y ~ C x^slope on log-log axes.
+
+    ``y_SX`` is (X,) for one curve, or (S, X) for S seeds: then the fit is to the mean over seeds,
+    and the slope's uncertainty is a bootstrap over seeds (resampling whole seeds), so it reflects
+    the seed-to-seed spread rather than the residuals. Non-positive values are an error.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y_SX, np.float64)
+    if np.any(x <= 0) or np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("power-law fit needs positive, finite x and y")
+    if y.ndim == 1:
+        slope, intercept, se, r2 = _ols(np.log(x), np.log(y))
+        return Fit(slope, intercept, se, r2, (slope - 1.96 * se, slope + 1.96 * se))
+    slope, intercept, _, r2 = _ols(np.log(x), np.log(y.mean(axis=0)))
+    rng = np.random.default_rng(seed)
+    S = y.shape[0]
+    boots = np.array([_ols(np.log(x), np.log(y[rng.integers(0, S, S)].mean(axis=0)))[0]
+                      for _ in range(n_boot)])
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return Fit(slope, intercept, float(boots.std(ddof=1)), r2, (float(lo), float(hi)))
+
+
+def mean_sem(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of the mean along ``axis`` (NaNs ignored)."""
+    v = np.asarray(values, np.float64)
+    n = np.sum(np.isfinite(v), axis=axis)
+    mean = np.nanmean(v, axis=axis)
+    sd = np.nanstd(v, axis=axis, ddof=1) if v.shape[axis] > 1 else np.zeros_like(mean)
+    return mean, sd / np.sqrt(np.maximum(n, 1))
+
+
+def verdict(estimate: float, interval: tuple[float, float], lo: float, hi: float) -> str:
+    """'agrees' when the estimate lies in the criterion [lo, hi]; 'disagrees' when its whole
+    uncertainty interval lies outside; 'inconclusive' otherwise (estimate outside, interval overlapping)."""
+    if lo > hi:
+        raise ValueError(f"criterion needs lo <= hi, got [{lo}, {hi}]")
+    if not np.isfinite(estimate):
+        return "inconclusive"
+    if lo <= estimate <= hi:
+        return "agrees"
+    a, b = interval
+    if b < lo or a > hi:
+        return "disagrees"
+    return "inconclusive"

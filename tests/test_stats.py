@@ -1,0 +1,50 @@
+"""The agreement statistics on synthetic data with known answers."""
+import numpy as np
+import pytest
+
+from rnn_ntk.stats import fit_line, fit_power_law, mean_sem, verdict
+
+
+def test_power_law_recovers_known_slope_from_noisy_seeds():
+    rng = np.random.default_rng(1)
+    x = np.array([64, 128, 256, 512, 1024, 2048, 4096.0])
+    y = 3.0 * x ** -0.5 * np.exp(0.05 * rng.standard_normal((20, x.size)))
+    fit = fit_power_law(x, y)
+    assert abs(fit.slope + 0.5) < 0.03
+    assert fit.ci95[0] < -0.5 < fit.ci95[1]
+    assert 0 < fit.slope_se < 0.05
+
+
+def test_power_law_exact_and_bootstrap_width_scales_with_noise():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    exact = fit_power_law(x, 5 * x ** 1.7)
+    assert exact.slope == pytest.approx(1.7, abs=1e-12) and exact.r2 == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((10, 4))
+    small = fit_power_law(x, x ** -1 * np.exp(0.01 * noise))
+    large = fit_power_law(x, x ** -1 * np.exp(0.2 * noise))
+    assert large.slope_se > 5 * small.slope_se
+
+
+def test_line_fit_and_errors():
+    x = np.arange(10.0)
+    fit = fit_line(x, -0.3 * x + 2)
+    assert fit.slope == pytest.approx(-0.3) and fit.intercept == pytest.approx(2)
+    with pytest.raises(ValueError, match="two distinct"):
+        fit_line([1.0, 1.0], [2.0, 3.0])
+    with pytest.raises(ValueError, match="positive"):
+        fit_power_law([1.0, 2.0], [1.0, -1.0])
+
+
+def test_mean_sem():
+    v = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, np.nan]])
+    m, s = mean_sem(v)
+    np.testing.assert_allclose(m, [3.0, 3.0])
+    np.testing.assert_allclose(s, [2 / np.sqrt(3), np.sqrt(2) / np.sqrt(2)])
+
+
+def test_verdict():
+    assert verdict(-0.5, (-0.6, -0.4), -0.65, -0.35) == "agrees"
+    assert verdict(-0.2, (-0.25, -0.15), -0.65, -0.35) == "disagrees"
+    assert verdict(-0.3, (-0.4, -0.2), -0.65, -0.35) == "inconclusive"
+    assert verdict(float("nan"), (0, 0), 0, 1) == "inconclusive"
