@@ -1,0 +1,145 @@
+"""The experiment protocol behind ``rnn-ntk reproduce`` and ``rnn-ntk figures``.
+
+Each experiment is a module ``experiments/<name>.py`` in the repository that defines
+
+    NAME: str                                   short id, e.g. "b2_no_explosion"
+    TITLE: str                                  one line for the gallery
+    def run(results_dir, scale="default")       compute and store results under results_dir/NAME;
+                                                resumable: finished pieces are not recomputed
+    def figures(results_dir, fig_dir) -> list   draw from stored results only (PNG + PDF)
+    def claims(results_dir) -> list[Claim]      the measured statistics and verdicts for RESULTS.md
+
+``scale`` is 'ci' (seconds: the test suite runs every experiment end to end at this size),
+'default' (a few minutes on 2 CPU cores; what the committed figures use) or 'large' (GPU-sized:
+more widths, seeds and longer sequences).
+
+Analysis results are small arrays: :func:`save_arrays` writes them atomically (temporary file,
+then rename), so an interrupted experiment never leaves a file that reads as finished.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable
+
+import numpy as np
+
+SCALES = ("ci", "default", "large")
+VERDICTS = ("agrees", "disagrees", "inconclusive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One row of RESULTS.md: what a paper claims, what was measured, and whether they agree."""
+
+    experiment: str
+    claim: str
+    statistic: str
+    value: str          # the measured value with its uncertainty, formatted
+    criterion: str      # the agreement criterion, fixed before looking at the data
+    verdict: str        # one of VERDICTS
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+def check_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
+    return scale
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_arrays(path: str | Path, meta: dict[str, Any] | None = None, **arrays: Any) -> Path:
+    """Atomically write ``arrays`` (and a JSON ``meta`` dict) to ``path`` (.npz)."""
+    path = Path(path)
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload["__meta__"] = np.asarray(json.dumps(meta or {}, sort_keys=True))
+    _atomic_write(path, lambda f: np.savez(f, **payload))
+    return path
+
+
+def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Inverse of :func:`save_arrays`: (arrays, meta)."""
+    with np.load(Path(path)) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    return arrays, meta
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write a text file."""
+    path = Path(path)
+    _atomic_write(path, lambda f: f.write(text.encode()))
+    return path
+
+
+def experiments_dir() -> Path:
+    """The repository's experiments/ folder (the package is installed editable from the repo)."""
+    here = Path(__file__).resolve().parent.parent / "experiments"
+    if not here.is_dir():
+        raise FileNotFoundError(f"no experiments/ folder next to the package (looked in {here})")
+    return here
+
+
+def discover(names: Iterable[str] | None = None) -> list[ModuleType]:
+    """Import the experiment modules (all, in file order, or the ones named); unknown names raise."""
+    folder = experiments_dir()
+    found: dict[str, ModuleType] = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"rnn_ntk_experiments.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        if all(hasattr(module, a) for a in ("NAME", "run", "figures", "claims")):
+            found[module.NAME] = module
+    if names is None:
+        return list(found.values())
+    names = list(names)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(found)}")
+    return [found[n] for n in names]
+
+
+def results_markdown(claims: list[Claim], *, header: str = "") -> str:
+    """RESULTS.md: one table per experiment, generated from the claims."""
+    lines = ["# Results: the papers' claims measured", "",
+             "Generated by `rnn-ntk reproduce` / `rnn-ntk figures` from stored results; do not edit by "
+             "hand. Verdicts: *agrees* (the measured statistic meets the criterion), *disagrees* (its "
+             "whole uncertainty interval misses it), *inconclusive* (in between, or not measurable at "
+             "these widths). Criteria were fixed before the runs and are never tuned to pass.", ""]
+    if header:
+        lines += [header, ""]
+    by_exp: dict[str, list[Claim]] = {}
+    for c in claims:
+        by_exp.setdefault(c.experiment, []).append(c)
+    for exp, rows in by_exp.items():
+        lines += [f"## {exp}", "", "| claim | statistic | measured | criterion | verdict |",
+                  "|---|---|---|---|---|"]
+        for c in rows:
+            cells = [c.claim, c.statistic, c.value, c.criterion, f"**{c.verdict}**"]
+            lines.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
