@@ -1,0 +1,295 @@
+"""The ``rnn-ntk`` command line: the only place that parses arguments, prints or exits.
+
+    rnn-ntk run FILE [--out DIR] [--resume] [--max-memory SIZE]
+    rnn-ntk validate FILE [--max-memory SIZE]
+    rnn-ntk demo [--out DIR] [--resume]
+
+Subcommands live in a registry (:func:`register`), so others (``reproduce``, ``figures``) plug
+in with one call. Exit status: 0 success, 1 refused or failed (e.g. an existing output directory
+without --resume, a changed spec on resume), 2 invalid spec or arguments (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+             handler: Callable[[argparse.Namespace], int], description: str | None = None) -> None:
+    """Add a subcommand: ``add_arguments(parser)`` declares its options, ``handler(args)`` runs it
+    and returns the exit status."""
+    if name in COMMANDS:
+        raise ValueError(f"subcommand {name!r} is already registered")
+    COMMANDS[name] = Command(name, help, description or help, add_arguments, handler)
+
+
+def _err(msg: str) -> None:
+    print(f"rnn-ntk: error: {msg}", file=sys.stderr)
+
+
+def setup_jax(x64: bool = False) -> None:
+    """Configure JAX before its backend starts: one CPU device per core (so the training engine
+    shards runs over the cores; only the CPU backend is affected) and float64 when asked. A
+    device count already configured (jax_num_cpu_devices set by the caller), or a backend already
+    running (an in-process call), is left as it is."""
+    import jax
+    if jax.config.jax_num_cpu_devices < 1:
+        try:
+            jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+        except RuntimeError:
+            pass  # backends already initialised
+    if x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+def _print_problems(problems: Sequence[str]) -> None:
+    for p in problems:
+        _err(p)
+
+
+def _load_spec(path: str):
+    from rnn_ntk import sweep
+    try:
+        return sweep.load_spec(path)
+    except sweep.SpecError as e:
+        _print_problems(e.problems)
+        return None
+
+
+def _max_memory(args: argparse.Namespace) -> tuple[bool, int | None]:
+    from rnn_ntk import sweep
+    if args.max_memory is None:
+        return True, None
+    try:
+        return True, sweep.parse_size(args.max_memory)
+    except ValueError as e:
+        _err(f"--max-memory: {e}")
+        return False, None
+
+
+def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool) -> int:
+    from tqdm import tqdm
+
+    from rnn_ntk import store, sweep
+    setup_jax(x64 or "float64" in spec.dtypes)
+    try:
+        plan = sweep.prepare(spec, out, resume=resume, max_memory=max_memory)
+    except sweep.SpecError as e:
+        _print_problems(e.problems)
+        return EXIT_USAGE
+    except store.StoreError as e:
+        _err(str(e))
+        return EXIT_FAIL
+    todo = sum(len(c.runs) for c in plan.chunks)
+    print(f"rnn-ntk: {spec.name}: {len(plan.runs)} runs, {len(plan.programs)} program(s), "
+          f"{len(plan.chunks)} chunk(s) to run ({todo} runs; {plan.n_done} already finished) "
+          f"-> {out}", file=sys.stderr)
+    bar = tqdm(total=len(plan.chunks), unit="chunk", desc=spec.name, disable=None,
+               file=sys.stderr, dynamic_ncols=True)
+    done_runs = [0]
+
+    def on_chunk(chunk, seconds: float) -> None:
+        done_runs[0] += len(chunk.runs)
+        bar.set_postfix_str(f"{done_runs[0]}/{todo} runs", refresh=False)
+        bar.update(1)
+
+    try:
+        summary = sweep.execute(plan, out, on_chunk=on_chunk)
+    finally:
+        bar.close()
+    print(f"{spec.name}: {summary.n_runs} runs in the store ({summary.n_trained} trained now, "
+          f"{summary.n_skipped} finished before), {summary.n_diverged} diverged, wall time "
+          f"{summary.wall_s:.1f} s; results: {summary.results}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="the sweep spec (TOML)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: the spec's `out`, "
+                   "else results/<spec name>); must be new or empty unless --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in DIR: finished chunks are skipped; refused "
+                        "if the spec changed since the first run")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="memory budget for one chunk of runs, e.g. 4G or 512M (default: "
+                        f"{int(100 * _memory_fraction())}%% of the available memory); buckets "
+                        "that do not fit are split into chunks")
+    p.add_argument("--x64", action="store_true",
+                   help="enable float64 in JAX (automatic when the spec asks for dtype float64)")
+
+
+def _memory_fraction() -> float:
+    from rnn_ntk import sweep
+    return sweep.MEMORY_FRACTION
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    spec = _load_spec(args.file)
+    if spec is None:
+        return EXIT_USAGE
+    ok, mm = _max_memory(args)
+    if not ok:
+        return EXIT_USAGE
+    out = args.out or spec.out or str(Path("results") / spec.name)
+    return _run_spec(spec, out, resume=args.resume, max_memory=mm, x64=args.x64)
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+def _add_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="the sweep spec (TOML)")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="memory budget to plan chunks with (as for `run`)")
+    p.add_argument("--x64", action="store_true", help="enable float64 in JAX")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from rnn_ntk import sweep
+    spec = _load_spec(args.file)
+    if spec is None:
+        return EXIT_USAGE
+    ok, mm = _max_memory(args)
+    if not ok:
+        return EXIT_USAGE
+    setup_jax(args.x64 or "float64" in spec.dtypes)
+    try:
+        plan = sweep.make_plan(spec, max_memory=mm)
+    except sweep.SpecError as e:
+        _print_problems(e.problems)
+        return EXIT_USAGE
+    print(sweep.describe_plan(plan))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", default="rnn-ntk-demo",
+                   help="output directory (default: ./rnn-ntk-demo)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in DIR")
+    p.add_argument("--max-memory", metavar="SIZE", help="memory budget (as for `run`)")
+
+
+def plot_loss_curves(ds, stem: str | Path, title: str | None = None) -> list[Path]:
+    """Train-loss curves of a store: one panel per value of the first non-width axis (besides
+    seed), one line per width (median over seeds, band from min to max). Returns the files."""
+    import numpy as np
+
+    from rnn_ntk import plots
+    loss = ds["train_loss"]
+    axes_other = [d for d in loss.dims if d not in ("width", "seed", "step")]
+    panel_dim = axes_other[0] if axes_other else None
+    panels = list(ds[panel_dim].values) if panel_dim else [None]
+    fig, axs = plots.new_figure(ncols=len(panels), sharey=True)
+    widths = list(ds["width"].values) if "width" in loss.dims else [None]
+    colors = plots.width_colors(len(widths))
+    step = ds["step"].values
+    for ax, pv in zip(axs[0], panels):
+        sub = loss.sel({panel_dim: pv}) if panel_dim else loss
+        for w, c in zip(widths, colors):
+            cur = sub.sel(width=w) if w is not None else sub
+            rest = [d for d in cur.dims if d != "step"]
+            arr = cur.transpose(*rest, "step").values.reshape(-1, len(step))
+            arr = arr[~np.all(np.isnan(arr), axis=1)]
+            if not len(arr):
+                continue
+            ax.fill_between(step, np.nanmin(arr, 0), np.nanmax(arr, 0), color=c, alpha=0.2, lw=0)
+            ax.plot(step, np.nanmedian(arr, 0), color=c, label=str(w) if w is not None else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("gradient-descent step")
+        head = f"{panel_dim} = {pv}" if panel_dim else ""
+        if panel_dim == "trainable":
+            head = "trained: " + (", ".join(str(pv)) if len(str(pv)) > 1 else str(pv))
+        ax.set_title(head)
+    axs[0][0].set_ylabel("train loss (mean squared error)")
+    axs[0][-1].legend(title="width", frameon=False)
+    if title:
+        fig.suptitle(title)
+    return plots.save(fig, stem)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rnn_ntk import store, sweep
+    spec = sweep.demo_spec()
+    ok, mm = _max_memory(args)
+    if not ok:
+        return EXIT_USAGE
+    code = _run_spec(spec, args.out, resume=args.resume, max_memory=mm, x64=False)
+    if code != EXIT_OK:
+        return code
+    ds = store.load_results(args.out)
+    n_seeds = ds.sizes.get("seed", 1)
+    paths = plot_loss_curves(ds, Path(args.out) / "loss_curves",
+                             title=f"{spec.description} (median and range over {n_seeds} seeds)")
+    print(f"figure: {paths[0]}")
+    return EXIT_OK
+
+
+register("run", "run a sweep from a TOML spec into a result store", _add_run, _cmd_run,
+         "Validate the spec, plan programs and chunks, train every chunk (each written atomically "
+         "to DIR/chunks) and consolidate DIR/results.zarr. Open results with "
+         "rnn_ntk.load_results(DIR).")
+register("validate", "check a spec and print the resolved plan (no training)", _add_validate,
+         _cmd_validate,
+         "Report every problem in the spec (exit status 2), or print the plan: compiled programs "
+         "(buckets and the widths each packs), lanes, chunks, estimated memory and time.")
+register("demo", "a small built-in sweep (about a minute on 2 CPU cores) and its figure",
+         _add_demo, _cmd_demo,
+         "Random labels, full-batch GD, widths 16..128 x 3 seeds, only W or all of W, U, b, v "
+         "trained. Writes the store and DIR/loss_curves.png.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rnn_ntk import __version__
+    parser = argparse.ArgumentParser(
+        prog="rnn-ntk",
+        description="Neural-tangent-kernel analysis of Elman RNNs: sweeps from TOML specs into "
+                    "xarray/zarr result stores.",
+        epilog="Exit status: 0 ok, 1 refused or failed, 2 invalid spec or arguments.")
+    parser.add_argument("--version", action="version", version=f"rnn-ntk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
+        cmd.add_arguments(p)
+        p.set_defaults(_handler=cmd.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rnn-ntk``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._handler(args))
+    except KeyboardInterrupt:
+        _err("interrupted; finished chunks are kept (continue with --resume)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

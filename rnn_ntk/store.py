@@ -1,0 +1,395 @@
+"""Result store of a sweep: atomic chunk writes, resume bookkeeping, and the xarray view.
+
+No training happens here; this module only moves numpy arrays between memory and disk.
+
+Layout of an output directory ``OUT``::
+
+    OUT/sweep.json              header: resolved spec (+ its TOML text and hash), the sweep axes and
+                                their coordinate values, versions, and the plan's packing decisions
+    OUT/chunks/<name>/data.npz  one finished chunk: arrays with a leading run axis
+    OUT/chunks/<name>/manifest.json
+                                written last inside the chunk; lists the chunk's runs (coordinates)
+    OUT/results.zarr            consolidated store (zarr v2 format), written when a run finishes
+
+A chunk is written into ``OUT/chunks/.tmp-<name>-<pid>`` (files fsync'ed, manifest last) and then
+renamed to ``OUT/chunks/<name>`` in one ``os.rename``: a chunk directory either exists complete or
+not at all, so a crash (even SIGKILL) never leaves a half-written chunk that reads as valid. Leftover
+``.tmp-*`` directories are ignored and removed on resume.
+
+The dataset (``load_results``) is dense over the sweep axes: one dimension per axis (plus ``seed``,
+always present) with the axis values as coordinates, then ``step`` and any per-variable dims.
+Combinations that were not run (zipped axes, ragged buckets, unfinished chunks) are NaN for float
+variables and False for boolean ones; the boolean variable ``ran`` marks the cells holding a
+finished run. Buckets with different ``steps``/``log_every`` share the union of their ``step``
+values (NaN elsewhere); per-unit arrays (final parameters) are NaN beyond each run's own width.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+HEADER = "sweep.json"
+CHUNKS = "chunks"
+RESULTS = "results.zarr"
+MANIFEST = "manifest.json"
+DATA = "data.npz"
+FORMAT = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class StoreError(RuntimeError):
+    """A store cannot be created, resumed or read. The message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON text (sorted keys, no whitespace): the basis of the spec hash."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a resolved spec."""
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out if out or not prefix else {prefix: {}}
+    return {prefix: d}
+
+
+def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved specs (added/removed keys included)."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if k not in a or k not in b or a[k] != b[k])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    _write_file(tmp, (json.dumps(obj, indent=1) + "\n").encode())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _as_key(coords: Iterable[Any]) -> tuple:
+    return tuple(coords)
+
+
+# ---------------------------------------------------------------------------------------------
+# creating / resuming
+
+
+def read_header(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The header (``sweep.json``) of a store directory."""
+    path = Path(out_dir) / HEADER
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{out_dir} is not a sweep store (no {HEADER})") from None
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path} is not valid JSON: {e}") from None
+
+
+def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume: bool) -> dict[str, Any]:
+    """Create a store, or reopen one to resume; returns the header in force.
+
+    ``header`` must hold ``spec`` (the resolved spec, a JSON-able dict), ``axes`` (ordered mapping
+    axis name -> list of coordinate values) and may hold anything else JSON-able (``spec_toml``,
+    ``versions``, ``plan``, ``n_runs``); ``spec_hash`` is added here.
+
+    New store: ``out_dir`` must not exist or be empty (else StoreError: nothing is overwritten).
+    Resume: ``out_dir`` must hold a header whose resolved spec equals ``header['spec']``; otherwise
+    StoreError naming the changed keys. The stored header is returned (so the first run's packing
+    decisions, kept in ``header['plan']``, stay in force); leftover temporary chunk dirs are removed.
+    """
+    out = Path(out_dir)
+    header = dict(header)
+    header["spec_hash"] = spec_hash(header["spec"])
+    header.setdefault("format", FORMAT)
+    if resume:
+        if not (out / HEADER).exists():
+            if out.exists() and any(out.iterdir()):
+                raise StoreError(f"cannot resume: {out} is not empty but holds no {HEADER}")
+            resume = False  # nothing to resume: start fresh
+        else:
+            old = read_header(out)
+            if old.get("spec_hash") != header["spec_hash"] or old.get("spec") != header["spec"]:
+                changed = spec_diff(old.get("spec", {}), header["spec"])
+                raise StoreError(
+                    f"cannot resume {out}: the spec changed since the first run "
+                    f"(changed: {', '.join(changed) or 'spec hash'}); use a new --out directory")
+            remove_partial(out)
+            return old
+    if out.exists():
+        if not out.is_dir():
+            raise StoreError(f"{out} exists and is not a directory")
+        if any(out.iterdir()):
+            raise StoreError(f"{out} is not empty; pass --resume to continue it, or choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CHUNKS).mkdir(exist_ok=True)
+    _write_json_atomic(out / HEADER, header)
+    return header
+
+
+def remove_partial(out_dir: str | os.PathLike) -> int:
+    """Remove leftover temporary directories of interrupted writes; returns how many."""
+    n = 0
+    for base in (Path(out_dir), Path(out_dir) / CHUNKS):
+        if not base.is_dir():
+            continue
+        for p in base.iterdir():
+            if p.name.startswith(".tmp-"):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# chunks
+
+
+def write_chunk(out_dir: str | os.PathLike, name: str, coords: Sequence[Sequence[Any]],
+                data: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[str]],
+                steps: Sequence[int], info: Mapping[str, Any] | None = None) -> Path:
+    """Write one finished chunk atomically; returns its directory.
+
+    coords: one coordinate tuple per run (values of the header's axes, in order), R runs.
+    data: name -> array with leading run axis (R, ...). dims: name -> dim names of the trailing
+    axes (a variable whose first trailing dim is ``step`` is indexed by ``steps``; the other dims
+    are positional and NaN-filled to the largest size across chunks). info: JSON-able extras.
+    """
+    if not _NAME_RE.match(name):
+        raise StoreError(f"bad chunk name {name!r}")
+    R = len(coords)
+    steps = [int(s) for s in steps]
+    arrays: dict[str, np.ndarray] = {}
+    for k, a in data.items():
+        a = np.asarray(a)
+        if k not in dims:
+            raise StoreError(f"chunk {name}: no dims given for variable {k!r}")
+        if a.ndim != 1 + len(dims[k]) or a.shape[0] != R:
+            raise StoreError(f"chunk {name}: variable {k!r} has shape {a.shape}, expected ({R}, ...) "
+                             f"with dims {list(dims[k])}")
+        if "step" in dims[k] and (list(dims[k]).index("step") != 0 or a.shape[1] != len(steps)):
+            raise StoreError(f"chunk {name}: variable {k!r} must have 'step' first with {len(steps)} "
+                             f"entries")
+        arrays[k] = a
+    out = Path(out_dir)
+    final = out / CHUNKS / name
+    if final.exists():
+        raise StoreError(f"chunk {name} already exists in {out}")
+    tmp = out / CHUNKS / f".tmp-{name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    with open(tmp / DATA, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    manifest = {"name": name, "format": FORMAT, "runs": [list(c) for c in coords],
+                "steps": steps, "dims": {k: list(v) for k, v in dims.items()},
+                "info": dict(info or {})}
+    _write_file(tmp / MANIFEST, (json.dumps(manifest) + "\n").encode())
+    _fsync_dir(tmp)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def list_chunks(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Manifests of the finished chunks, sorted by name (directories without a manifest ignored)."""
+    base = Path(out_dir) / CHUNKS
+    if not base.is_dir():
+        return []
+    out = []
+    for p in sorted(base.iterdir()):
+        if p.name.startswith(".") or not (p / MANIFEST).is_file():
+            continue
+        m = json.loads((p / MANIFEST).read_text())
+        m["path"] = str(p)
+        out.append(m)
+    return out
+
+
+def done_runs(out_dir: str | os.PathLike) -> set[tuple]:
+    """Coordinate tuples of all runs in finished chunks."""
+    return {_as_key(r) for m in list_chunks(out_dir) for r in m["runs"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# assembling the dataset
+
+
+def _fill_for(dtype: np.dtype) -> tuple[np.dtype, Any]:
+    if dtype == np.bool_:
+        return np.dtype(bool), False
+    if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
+        return dtype, np.nan
+    return np.dtype(np.float64), np.nan
+
+
+def assemble(out_dir: str | os.PathLike) -> xr.Dataset:
+    """Build the dense dataset from the header and the finished chunks (see the module docstring)."""
+    out = Path(out_dir)
+    header = read_header(out)
+    axes: dict[str, list] = {k: list(v) for k, v in header["axes"].items()}
+    ax_names = list(axes)
+    ax_index = {k: {v: i for i, v in enumerate(vals)} for k, vals in axes.items()}
+    chunks = list_chunks(out)
+
+    # union of steps, variable dims/dtypes and positional sizes
+    steps_all: set[int] = set()
+    var_dims: dict[str, list[str]] = {}
+    var_dtype: dict[str, np.dtype] = {}
+    dim_size: dict[str, int] = {}
+    seen: dict[tuple, str] = {}
+    loaded = []
+    for m in chunks:
+        with np.load(Path(m["path"]) / DATA) as z:
+            arrays = {k: z[k] for k in z.files}
+        loaded.append((m, arrays))
+        for r in m["runs"]:
+            key = _as_key(r)
+            if key in seen:
+                raise StoreError(f"run {dict(zip(ax_names, key))} is in two chunks "
+                                 f"({seen[key]} and {m['name']})")
+            seen[key] = m["name"]
+        steps_all.update(m["steps"])
+        for k, a in arrays.items():
+            d = m["dims"][k]
+            if k in var_dims and var_dims[k] != d:
+                raise StoreError(f"variable {k!r} has dims {d} in chunk {m['name']} but "
+                                 f"{var_dims[k]} elsewhere")
+            var_dims[k] = d
+            dt = _fill_for(a.dtype)[0]
+            var_dtype[k] = np.result_type(var_dtype[k], dt) if k in var_dtype else dt
+            for name, size in zip(d, a.shape[1:]):
+                if name != "step":
+                    dim_size[name] = max(dim_size.get(name, 0), size)
+    steps = np.array(sorted(steps_all), dtype=np.int64)
+    step_pos = {s: i for i, s in enumerate(steps.tolist())}
+    ax_shape = tuple(len(axes[k]) for k in ax_names)
+
+    full: dict[str, np.ndarray] = {}
+    for k, d in var_dims.items():
+        shape = ax_shape + tuple(len(steps) if n == "step" else dim_size[n] for n in d)
+        full[k] = np.full(shape, _fill_for(var_dtype[k])[1], dtype=var_dtype[k])
+    ran = np.zeros(ax_shape, dtype=bool)
+
+    for m, arrays in loaded:
+        try:
+            idx = [np.array([ax_index[a][r[j]] for r in m["runs"]], dtype=np.intp)
+                   for j, a in enumerate(ax_names)]
+        except KeyError as e:
+            raise StoreError(f"chunk {m['name']} has a run with coordinate {e} that is not on the "
+                             f"store's axes") from None
+        ran[tuple(idx)] = True
+        sidx = np.array([step_pos[s] for s in m["steps"]], dtype=np.intp)
+        for k, a in arrays.items():
+            d = m["dims"][k]
+            if d and d[0] == "step":
+                sel = tuple(i[:, None] for i in idx) + (sidx[None, :],) + tuple(
+                    slice(0, n) for n in a.shape[2:])
+            else:
+                sel = tuple(idx) + tuple(slice(0, n) for n in a.shape[1:])
+            full[k][sel] = a
+
+    coords: dict[str, Any] = {k: np.asarray(v) for k, v in axes.items()}
+    coords["step"] = steps
+    data_vars = {k: (tuple(ax_names) + tuple(var_dims[k]), v) for k, v in full.items()}
+    data_vars["ran"] = (tuple(ax_names), ran)
+    attrs = {
+        "rnn_ntk_store_format": int(header.get("format", FORMAT)),
+        "name": str(header.get("name", "")),
+        "spec_json": canonical_json(header["spec"]),
+        "spec_toml": str(header.get("spec_toml", "")),
+        "spec_hash": str(header["spec_hash"]),
+        "versions": canonical_json(header.get("versions", {})),
+        "n_runs_planned": int(header.get("n_runs", int(ran.size))),
+        "n_runs_done": int(ran.sum()),
+        "chunks": canonical_json(sorted(m["name"] for m in chunks)),
+        "layout": ("dense over sweep axes; cells not run are NaN (float) / False (bool); "
+                   "'ran' marks finished runs; step is the union over buckets"),
+    }
+    for pkg, ver in header.get("versions", {}).items():
+        attrs[f"version_{pkg}"] = str(ver)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def consolidate(out_dir: str | os.PathLike) -> Path:
+    """Write ``OUT/results.zarr`` from the finished chunks (temp dir, then rename); returns its path."""
+    out = Path(out_dir)
+    ds = assemble(out)
+    tmp = out / f".tmp-{RESULTS}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
+    final = out / RESULTS
+    if final.exists():
+        old = out / f".tmp-old-{RESULTS}-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(out)
+    return final
+
+
+def load_results(path: str | os.PathLike) -> xr.Dataset:
+    """Open a sweep's results as an xarray Dataset (e.g. ``ds.sel(width=256, lr=0.1)``).
+
+    ``path`` is a run's output directory or its ``results.zarr``. From a directory, the
+    consolidated ``results.zarr`` is used when it is up to date with the finished chunks; otherwise
+    (a run still going, or interrupted) the dataset is assembled from the finished chunks.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / HEADER).is_file():
+        res = p / RESULTS
+        if res.is_dir():
+            ds = xr.open_dataset(res, engine="zarr", consolidated=True, chunks=None)
+            names = sorted(m["name"] for m in list_chunks(p))
+            if ds.attrs.get("chunks") == canonical_json(names):
+                return ds.load()
+            ds.close()
+        return assemble(p)
+    if p.is_dir() and ((p / ".zmetadata").is_file() or (p / "zarr.json").is_file()):
+        return xr.open_dataset(p, engine="zarr", chunks=None).load()
+    raise StoreError(f"{path} is neither a sweep output directory nor a results.zarr store")

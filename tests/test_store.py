@@ -1,0 +1,175 @@
+"""Result store: dense xarray layout, atomic chunks, resume refusal, consolidation (no training)."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from rnn_ntk import store
+from rnn_ntk.store import StoreError
+
+AXES = {"width": [8, 16, 32], "lr": [0.1, 0.2], "seed": [0, 1]}
+SPEC = {"model": {"width": [8, 16, 32], "input_dim": 2}, "train": {"lr": [0.1, 0.2], "steps": 4},
+        "sweep": {"seed": [0, 1]}}
+
+
+def _header(spec=SPEC):
+    return {"spec": spec, "axes": AXES, "spec_toml": "# toml text", "name": "t",
+            "versions": {"jax": "0.0-test", "python": "3.x"}, "n_runs": 12}
+
+
+def _metrics(rng, R, n_logs, width):
+    """Synthetic chunk: loss per log, a per-run scalar, a final parameter of each run's width."""
+    M = max(width)
+    b = rng.normal(size=(R, M))
+    for r, m in enumerate(width):
+        b[r, m:] = np.nan
+    return ({"train_loss": rng.normal(size=(R, n_logs)),
+             "diverged": rng.random((R, n_logs)) > 0.5,
+             "array_width": np.full((R,), M, dtype=np.int64),
+             "final_b": b},
+            {"train_loss": ("step",), "diverged": ("step",), "array_width": (), "final_b": ("unit",)})
+
+
+def _fill(tmp_path, rng):
+    """Two chunks with different step grids (ragged) covering 6 of the 12 cells."""
+    out = tmp_path / "out"
+    store.open_store(out, _header(), resume=False)
+    runs_a = [(8, 0.1, 0), (8, 0.1, 1), (16, 0.1, 0)]
+    data_a, dims = _metrics(rng, 3, 3, [8, 8, 16])
+    store.write_chunk(out, "a", runs_a, data_a, dims, steps=[0, 2, 4])
+    runs_b = [(32, 0.2, 0), (32, 0.2, 1), (16, 0.2, 1)]
+    data_b, dims = _metrics(rng, 3, 5, [32, 32, 16])
+    store.write_chunk(out, "b", runs_b, data_b, dims, steps=[0, 1, 2, 3, 4])
+    return out, [(runs_a, data_a, [0, 2, 4]), (runs_b, data_b, [0, 1, 2, 3, 4])]
+
+
+def test_dense_layout_and_values(tmp_path):
+    rng = np.random.default_rng(0)
+    out, chunks = _fill(tmp_path, rng)
+    ds = store.load_results(out)
+    assert ds.train_loss.dims == ("width", "lr", "seed", "step")
+    assert ds.final_b.dims == ("width", "lr", "seed", "unit")
+    assert ds.sizes["unit"] == 32
+    assert ds.width.values.tolist() == [8, 16, 32]
+    assert ds.lr.values.tolist() == [0.1, 0.2]
+    assert ds.step.values.tolist() == [0, 1, 2, 3, 4]
+    ran = np.zeros((3, 2, 2), bool)
+    for runs, data, steps in chunks:
+        for r, (w, lr, s) in enumerate(runs):
+            cell = ds.sel(width=w, lr=lr, seed=s)
+            ran[AXES["width"].index(w), AXES["lr"].index(lr), s] = True
+            np.testing.assert_array_equal(cell.train_loss.sel(step=steps).values, data["train_loss"][r])
+            np.testing.assert_array_equal(cell.diverged.sel(step=steps).values, data["diverged"][r])
+            other = sorted(set(range(5)) - set(steps))
+            assert np.isnan(cell.train_loss.sel(step=other).values).all()
+            assert not cell.diverged.sel(step=other).values.any()
+            assert float(cell.array_width) == data["array_width"][r]
+            b = cell.final_b.values
+            np.testing.assert_array_equal(b[:w], data["final_b"][r, :w])
+            assert np.isnan(b[w:]).all()
+            assert bool(cell.ran)
+    np.testing.assert_array_equal(ds.ran.values, ran)
+    assert np.isnan(ds.train_loss.values[~ran]).all()
+    assert ds.attrs["n_runs_done"] == 6 and ds.attrs["n_runs_planned"] == 12
+
+
+def test_attrs_spec_and_versions(tmp_path):
+    out, _ = _fill(tmp_path, np.random.default_rng(1))
+    ds = store.load_results(out)
+    text = json.dumps(SPEC, sort_keys=True, separators=(",", ":"))
+    assert ds.attrs["spec_hash"] == hashlib.sha256(text.encode()).hexdigest()
+    assert json.loads(ds.attrs["spec_json"]) == SPEC
+    assert ds.attrs["spec_toml"] == "# toml text"
+    assert ds.attrs["version_jax"] == "0.0-test"
+    assert json.loads(ds.attrs["versions"]) == {"jax": "0.0-test", "python": "3.x"}
+
+
+def test_consolidate_roundtrip_and_staleness(tmp_path):
+    rng = np.random.default_rng(2)
+    out, _ = _fill(tmp_path, rng)
+    mem = store.assemble(out)
+    path = store.consolidate(out)
+    assert path == out / store.RESULTS
+    for opened in (store.load_results(out), store.load_results(path), xr.open_zarr(path)):
+        xr.testing.assert_identical(opened.load(), mem)
+    # a chunk finished after consolidation makes results.zarr stale: load_results sees it
+    data, dims = _metrics(rng, 1, 3, [8])
+    store.write_chunk(out, "c", [(8, 0.2, 0)], data, dims, steps=[0, 2, 4])
+    ds = store.load_results(out)
+    assert bool(ds.ran.sel(width=8, lr=0.2, seed=0))
+    np.testing.assert_array_equal(ds.train_loss.sel(width=8, lr=0.2, seed=0, step=[0, 2, 4]).values,
+                                  data["train_loss"][0])
+    store.consolidate(out)  # replaces the old results.zarr
+    xr.testing.assert_identical(store.load_results(out / store.RESULTS), ds)
+
+
+def test_interrupted_write_leaves_no_chunk(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    out, _ = _fill(tmp_path, rng)
+    before = store.assemble(out)
+    data, dims = _metrics(rng, 1, 3, [8])
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed before rename")
+
+    monkeypatch.setattr(store.os, "rename", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_chunk(out, "late", [(8, 0.2, 1)], data, dims, steps=[0, 2, 4])
+    monkeypatch.undo()
+    assert any(p.name.startswith(".tmp-late") for p in (out / store.CHUNKS).iterdir())
+    # a directory that somehow lacks its manifest does not count either
+    (out / store.CHUNKS / "nomanifest").mkdir()
+    assert [m["name"] for m in store.list_chunks(out)] == ["a", "b"]
+    xr.testing.assert_identical(store.assemble(out), before)
+    assert store.remove_partial(out) == 1
+    assert not any(p.name.startswith(".tmp-") for p in (out / store.CHUNKS).iterdir())
+
+
+def test_refusals(tmp_path):
+    rng = np.random.default_rng(4)
+    out, _ = _fill(tmp_path, rng)
+    header_bytes = (out / store.HEADER).read_bytes()
+    with pytest.raises(StoreError, match="not empty.*--resume"):
+        store.open_store(out, _header(), resume=False)
+    changed = json.loads(json.dumps(SPEC))
+    changed["train"]["steps"] = 5
+    changed["model"]["activation"] = "tanh"
+    with pytest.raises(StoreError, match=r"changed: model\.activation, train\.steps"):
+        store.open_store(out, _header(changed), resume=True)
+    assert (out / store.HEADER).read_bytes() == header_bytes
+    # same spec resumes and reports what is done
+    h = store.open_store(out, _header(), resume=True)
+    assert h["spec"] == SPEC
+    assert store.done_runs(out) == {(8, 0.1, 0), (8, 0.1, 1), (16, 0.1, 0), (32, 0.2, 0),
+                                    (32, 0.2, 1), (16, 0.2, 1)}
+    data, dims = _metrics(rng, 1, 3, [8])
+    with pytest.raises(StoreError, match="already exists"):
+        store.write_chunk(out, "a", [(8, 0.2, 1)], data, dims, steps=[0, 2, 4])
+    # the same run in two chunks is an error, never silently merged
+    store.write_chunk(out, "dup", [(8, 0.1, 0)], data, dims, steps=[0, 2, 4])
+    with pytest.raises(StoreError, match="in two chunks"):
+        store.assemble(out)
+    with pytest.raises(StoreError, match="shape"):
+        store.write_chunk(out, "bad", [(8, 0.2, 1)], {"x": np.zeros((2, 3))}, {"x": ("step",)}, [0, 1, 2])
+    with pytest.raises(StoreError, match="neither"):
+        store.load_results(tmp_path)
+
+
+def test_resume_of_missing_or_empty_dir_starts_fresh(tmp_path):
+    out = tmp_path / "new"
+    store.open_store(out, _header(), resume=True)
+    assert store.read_header(out)["spec"] == SPEC
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("unrelated")
+    with pytest.raises(StoreError, match="holds no sweep.json"):
+        store.open_store(other, _header(), resume=True)
+
+
+def test_spec_diff():
+    a = {"m": {"w": 1, "x": [1, 2]}, "t": {"s": 3}}
+    b = {"m": {"w": 1, "x": [1, 3]}, "t": {"s": 3, "new": 0}}
+    assert store.spec_diff(a, b) == ["m.x", "t.new"]
+    assert store.spec_diff(a, a) == []
