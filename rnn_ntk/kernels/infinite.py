@@ -1,0 +1,332 @@
+"""Infinite-width NNGP and NTK of the Elman RNN (spec: shared/spec/rnn-kernels.md, section 2).
+
+For sequences x (length T) and x' (length T'), with V, Vd the V-transforms of the activation
+(:mod:`rnn_ntk.kernels.vtransforms`) and [G] = 1 when parameter group G is trainable:
+
+    q_0 = 0,  q_t = s_w^2 V(q_{t-1}, q_{t-1}, q_{t-1}) [t > 1] + s_u^2 |x_t|^2 / d + s_b^2
+    P_{t,s}  = V(q_{t-1}, S_{t-1,s-1}, q'_{s-1})          (0 when t = 1 or s = 1: h_0 = 0)
+    S_{t,s}  = s_w^2 P_{t,s} + s_u^2 <x_t, x'_s> / d + s_b^2
+    C_{t,s}  = s_w^2 P_{t,s} [W] + s_u^2 <x_t, x'_s> / d [U] + s_b^2 [b]
+    Th_{t,s} = C_{t,s} + s_w^2 Vd(q_{t-1}, S_{t-1,s-1}, q'_{s-1}) Th_{t-1,s-1}
+
+and for the outputs f_t(x), f_s(x'):
+
+    NNGP  K(t, s)  = s_v^2 V(q_t, S_{t,s}, q'_s)
+    NTK   Th(t, s) = s_v^2 V(q_t, S_{t,s}, q'_s) [v] + s_v^2 Vd(q_t, S_{t,s}, q'_s) Th_{t,s}
+
+Readouts: 'last' -> K(T, T') (an entry only involves the time pairs (T-k, T'-k): the sequences
+are aligned at their ends and the cost is O(min(T, T')) per pair); 'all' -> K(t, s) on the whole
+grid, shape (n1, T1, n2, T2); 'mean' -> (1 / (T T')) sum_{t, s} K(t, s). With ``lengths`` each
+sequence uses its own length, exactly as :func:`rnn_ntk.model.readout`: 'last' is at its own end,
+'mean' averages its own steps, 'all' is 0 at padded steps. Steps past a sequence's length are
+never read (their values may be anything finite or not).
+
+With k > 1 outputs (independent readout columns) the kernel is K (x) I_k; this returns K, i.e.
+the mean over outputs of the per-output kernels (neural-tangents' default trace_axes=(-1,)).
+``cfg.width`` is ignored. The diagonal recurrence has no Gaussian limit and is refused.
+
+Work is done in tiles of (block x block) pairs of sequences (for 'last') with a scan over time
+vectorised over the tile; for x2=None only tiles on and above the diagonal are computed and the
+rest mirrored, so the Gram matrices are exactly symmetric.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_ntk.kernels.vtransforms import DEFAULT_ORDER, get_vtransform, quadrature_cost
+from rnn_ntk.model import RNNConfig
+
+Array = jax.Array
+
+# Tile sizes: a tile of (block1 x block2) pairs works on per-step arrays of block1 * block2
+# entries ('last') or block1 * block2 * T2 ('all', 'mean'), times the quadrature order for
+# activations without a closed form. On CPU small, cache-resident tiles are fastest; on
+# accelerators large tiles amortise the per-step launch cost.
+_TILE_ELEMS = {"cpu": {"last": 1 << 14, "grid": 1 << 16, "quadrature": 1 << 20},
+               "accelerator": {"last": 1 << 22, "grid": 1 << 24, "quadrature": 1 << 26}}
+
+
+def _float_dtype() -> Any:
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def _check_x(name: str, x: Any, d: int) -> np.ndarray | Array:
+    shape = np.shape(x)
+    if len(shape) != 3:
+        raise ValueError(f"{name} must have shape (n, T, d), got shape {shape}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"{name} must have n >= 1 sequences of T >= 1 steps, got shape {shape}")
+    if shape[2] != d:
+        raise ValueError(f"{name} has token dimension {shape[2]}, but cfg.input_dim is {d}")
+    return x
+
+
+def _check_lengths(name: str, lengths: Any, n: int, T: int) -> np.ndarray:
+    if lengths is None:
+        return np.full((n,), T, dtype=np.int32)
+    arr = np.asarray(lengths)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind != "f" or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if n and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"{name} must lie in [1, {T}], got values in [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int32)
+
+
+def _scalars(cfg: RNNConfig, dtype: Any) -> dict[str, Array]:
+    d = cfg.input_dim
+    return {"sw2": jnp.asarray(cfg.sigma_w ** 2, dtype),
+            "su2d": jnp.asarray(cfg.sigma_u ** 2 / d, dtype),
+            "sb2": jnp.asarray(cfg.sigma_b ** 2, dtype),
+            "sv2": jnp.asarray(cfg.sigma_v ** 2, dtype)}
+
+
+# --------------------------------------------------------------------------- per-sequence parts
+def _variances(vfn, x_NTD: Array, lens_N: Array, sc: dict[str, Array]) -> tuple[Array, Array]:
+    """Zero the padded steps of x and return (x_NTD, q_NT), q_t the pre-activation variance."""
+    n, T, _ = x_NTD.shape
+    valid_NT = jnp.arange(T)[None, :] < lens_N[:, None]
+    x_NTD = jnp.where(valid_NT[:, :, None], x_NTD, 0.0)
+    drive_TN = sc["su2d"] * jnp.sum(x_NTD * x_NTD, axis=-1).T
+
+    def step(q_prev, drive):
+        q = sc["sw2"] * vfn(q_prev, q_prev, q_prev)[0] + drive + sc["sb2"]
+        return q, q
+
+    first = drive_TN[0] + sc["sb2"]                   # h_0 = 0: no recurrent term at t = 1
+    _, rest = jax.lax.scan(step, first, drive_TN[1:])
+    q_TN = jnp.concatenate([first[None, :], rest], axis=0)
+    return x_NTD, q_TN.T
+
+
+def _end_align(x_NTD: Array, q_NT: Array, lens_N: Array, window: int
+               ) -> tuple[Array, Array, Array]:
+    """Shift each sequence to end at step T and keep the last ``window`` steps.
+
+    Returns x (window, n, d), q (window, n), active (window, n), time-major for the scan.
+    """
+    n, T, _ = x_NTD.shape
+    cols = jnp.arange(T - window, T)
+    src_NW = cols[None, :] - (T - lens_N)[:, None]
+    act_NW = src_NW >= 0
+    idx_NW = jnp.clip(src_NW, 0, T - 1)
+    xa = jnp.take_along_axis(x_NTD, idx_NW[:, :, None], axis=1)
+    qa = jnp.take_along_axis(q_NT, idx_NW, axis=1)
+    xa = jnp.where(act_NW[:, :, None], xa, 0.0)
+    qa = jnp.where(act_NW, qa, 0.0)
+    return jnp.swapaxes(xa, 0, 1), qa.T, act_NW.T
+
+
+# --------------------------------------------------------------------------- tiles
+def _gram(a: Array, b: Array) -> Array:
+    return jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
+
+
+def _flags(trainable: tuple[str, ...]) -> tuple[float, ...]:
+    return tuple(float(g in trainable) for g in ("W", "U", "b", "v"))
+
+
+def _tile_last(vfn, trainable, sc, x1_WAD, q1_WA, a1_WA, x2_WBD, q2_WB, a2_WB):
+    """'last' kernels of a tile of end-aligned sequences: (A, B) NNGP and NTK.
+
+    Carries V and Vd * Th at the previous aligned step (0 before a pair's first common step,
+    which is h_0 = 0); only the diagonal (T-k, T'-k) of the time grid is visited.
+    """
+    tW, tU, tb, tv = _flags(trainable)
+    A, B = q1_WA.shape[1], q2_WB.shape[1]
+
+    def step(carry, inp):
+        V_prev, VdTh_prev = carry
+        x1, q1, a1, x2, q2, a2 = inp
+        G = sc["su2d"] * _gram(x1, x2)
+        rec = sc["sw2"] * V_prev
+        S = (rec + G) + sc["sb2"]
+        Th = (tW * rec + tU * G + tb * sc["sb2"]) + sc["sw2"] * VdTh_prev
+        V, Vd = vfn(q1[:, None], S, q2[None, :])
+        both = a1[:, None] & a2[None, :]
+        return (jnp.where(both, V, 0.0), jnp.where(both, Vd * Th, 0.0)), None
+
+    zero = jnp.zeros((A, B), q1_WA.dtype)
+    (V, VdTh), _ = jax.lax.scan(step, (zero, zero), (x1_WAD, q1_WA, a1_WA, x2_WBD, q2_WB, a2_WB))
+    return sc["sv2"] * V, sc["sv2"] * (tv * V + VdTh)
+
+
+def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, x2_BSD, q2_BS, l2_B):
+    """Whole-grid kernels of a tile: (A, T1, B, T2) for 'all', (A, B) for 'mean'.
+
+    Scans over t, carrying the row t-1 of V and Vd * Th over s; the value at (t-1, s-1) is the
+    row shifted by one step (0 at s = 1 and at t = 1: h_0 = 0).
+    """
+    tW, tU, tb, tv = _flags(trainable)
+    A, T1, d = x1_ATD.shape
+    B, T2, _ = x2_BSD.shape
+    dtype = q1_AT.dtype
+    x2_flat = x2_BSD.reshape(B * T2, d)
+    valid2_BS = jnp.arange(T2)[None, :] < l2_B[:, None]
+
+    def shift(a_ABS):
+        return jnp.pad(a_ABS[:, :, :-1], ((0, 0), (0, 0), (1, 0)))
+
+    def step(carry, inp):
+        V_row, VdTh_row, sums = carry
+        x1_t, q1_t, valid1_t = inp
+        G = sc["su2d"] * _gram(x1_t, x2_flat).reshape(A, B, T2)
+        rec = sc["sw2"] * shift(V_row)
+        S = (rec + G) + sc["sb2"]
+        Th = (tW * rec + tU * G + tb * sc["sb2"]) + sc["sw2"] * shift(VdTh_row)
+        V, Vd = vfn(q1_t[:, None, None], S, q2_BS[None, :, :])
+        VdTh = Vd * Th
+        valid = valid1_t[:, None, None] & valid2_BS[None, :, :]
+        K = jnp.where(valid, sc["sv2"] * V, 0.0)
+        N = jnp.where(valid, sc["sv2"] * (tv * V + VdTh), 0.0)
+        if mean:
+            return (V, VdTh, (sums[0] + jnp.sum(K, axis=-1), sums[1] + jnp.sum(N, axis=-1))), None
+        return (V, VdTh, sums), (K, N)
+
+    zero = jnp.zeros((A, B, T2), dtype)
+    zsum = jnp.zeros((A, B), dtype)
+    valid1_TA = jnp.arange(T1)[:, None] < l1_A[None, :]
+    xs = (jnp.swapaxes(x1_ATD, 0, 1), q1_AT.T, valid1_TA)
+    (_, _, sums), outs = jax.lax.scan(step, (zero, zero, (zsum, zsum)), xs)
+    if mean:
+        norm = l1_A[:, None].astype(dtype) * l2_B[None, :].astype(dtype)
+        return sums[0] / norm, sums[1] / norm
+    return tuple(jnp.transpose(o, (1, 0, 2, 3)) for o in outs)
+
+
+# --------------------------------------------------------------------------- driver
+@functools.partial(jax.jit, static_argnames=(
+    "activation", "order", "trainable", "readout", "blocks", "symmetric"))
+def _kernels(x1, l1, x2, l2, sc, *, activation, order, trainable, readout, blocks, symmetric):
+    """Both kernels for padded inputs (n1 = nb1 * b1 rows, n2 = nb2 * b2 rows).
+
+    Tiles (i, j) (i <= j when symmetric) run one after another under ``lax.map``, so memory is
+    one tile's working set plus the outputs.
+    """
+    vfn = get_vtransform(activation, order)
+    (nb1, b1), (nb2, b2) = blocks
+    x1, q1 = _variances(vfn, x1, l1, sc)
+    if symmetric:
+        x2, q2, l2 = x1, q1, l1
+    else:
+        x2, q2 = _variances(vfn, x2, l2, sc)
+    if readout == "last":
+        window = min(x1.shape[1], x2.shape[1])
+        al1 = _end_align(x1, q1, l1, window)
+        al2 = al1 if symmetric else _end_align(x2, q2, l2, window)
+
+        def tile(ij):
+            s1 = [jax.lax.dynamic_slice_in_dim(a, ij[0] * b1, b1, axis=1) for a in al1]
+            s2 = [jax.lax.dynamic_slice_in_dim(a, ij[1] * b2, b2, axis=1) for a in al2]
+            return _tile_last(vfn, trainable, sc, *s1, *s2)
+    else:
+        def tile(ij):
+            s1 = [jax.lax.dynamic_slice_in_dim(a, ij[0] * b1, b1, axis=0) for a in (x1, q1, l1)]
+            s2 = [jax.lax.dynamic_slice_in_dim(a, ij[1] * b2, b2, axis=0) for a in (x2, q2, l2)]
+            return _tile_grid(vfn, trainable, readout == "mean", sc, *s1, *s2)
+
+    pairs = [(i, j) for i in range(nb1) for j in range(i if symmetric else 0, nb2)]
+    I = np.array([p[0] for p in pairs], np.int32)
+    J = np.array([p[1] for p in pairs], np.int32)
+    tiles = jax.lax.map(tile, jnp.stack([jnp.asarray(I), jnp.asarray(J)], axis=1))
+
+    grid = readout == "all"
+    flip = (2, 3, 0, 1) if grid else (1, 0)
+    out = []
+    for t in tiles:                                   # t: (P, b1, [T1,] b2, [T2])
+        if symmetric:
+            # upper tiles as they are, diagonal tiles halved; K = U + U^T is then exactly
+            # symmetric, equal to the tiles above the diagonal and their transposes below
+            t = jnp.where(jnp.asarray(I == J).reshape((-1,) + (1,) * (t.ndim - 1)), 0.5 * t, t)
+        blocks_ = jnp.zeros((nb1, nb2) + t.shape[1:], t.dtype).at[I, J].set(t)
+        if grid:                                      # (nb1, nb2, b1, T1, b2, T2)
+            full = jnp.transpose(blocks_, (0, 2, 3, 1, 4, 5))
+            full = full.reshape(nb1 * b1, t.shape[2], nb2 * b2, t.shape[4])
+        else:                                         # (nb1, nb2, b1, b2)
+            full = jnp.transpose(blocks_, (0, 2, 1, 3)).reshape(nb1 * b1, nb2 * b2)
+        if symmetric:
+            full = full + jnp.transpose(full, flip)
+        out.append(full)
+    return out[0], out[1]
+
+
+def _default_block(readout: str, T2: int, mem_factor: int) -> int:
+    budgets = _TILE_ELEMS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+    per_pair = (1 if readout == "last" else T2) * mem_factor
+    budget = budgets["quadrature"] if mem_factor > 1 else budgets[
+        "last" if readout == "last" else "grid"]
+    return max(8, int(math.isqrt(max(budget // per_pair, 1))))
+
+
+def _pad_rows(x: np.ndarray, lens: np.ndarray, n_pad: int) -> tuple[np.ndarray, np.ndarray]:
+    extra = n_pad - x.shape[0]
+    if extra == 0:
+        return x, lens
+    x = np.concatenate([x, np.zeros((extra,) + x.shape[1:], x.dtype)], axis=0)
+    return x, np.concatenate([lens, np.full((extra,), x.shape[1], np.int32)])
+
+
+def infinite_kernels(cfg: RNNConfig, x1: Any, x2: Any = None, *, lengths1: Any = None,
+                     lengths2: Any = None, block_size: int | None = None,
+                     order: int | None = None) -> tuple[Array, Array]:
+    """Infinite-width NNGP and NTK of ``cfg``'s RNN between x1 (n1, T1, d) and x2 (n2, T2, d).
+
+    Returns (nngp, ntk), each (n1, n2) for readout 'last' or 'mean' and (n1, T1, n2, T2) for
+    'all' (see the module docstring for the recursion). x2=None means x2 = x1 (and lengths2 =
+    lengths1); then only tiles on or above the diagonal are computed and the result is exactly
+    symmetric. ``lengths1`` / ``lengths2``: (n,) integers in [1, T], each sequence's own length
+    in a padded batch. The NTK is for the trainable groups ``cfg.trainable``. Computed in the
+    default float dtype (float64 when jax_enable_x64 is on, else float32). ``block_size``: tile
+    side in sequences (default chosen from a memory budget). ``order``: quadrature order for
+    activations without a closed form (default ``vtransforms.DEFAULT_ORDER``).
+    """
+    if not isinstance(cfg, RNNConfig):
+        raise ValueError(f"cfg must be an RNNConfig, got {type(cfg).__name__}")
+    if cfg.recurrence != "full":
+        raise ValueError(f"recurrence={cfg.recurrence!r} has no Gaussian infinite-width limit; "
+                         "infinite_kernels needs recurrence='full'")
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)
+                                   or block_size < 1):
+        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
+    n_order = DEFAULT_ORDER if order is None else order
+    get_vtransform(cfg.activation, n_order)          # validates the order
+    d = cfg.input_dim
+    _check_x("x1", x1, d)
+    n1, T1, _ = np.shape(x1)
+    lens1 = _check_lengths("lengths1", lengths1, n1, T1)
+    symmetric = x2 is None
+    if symmetric:
+        if lengths2 is not None:
+            raise ValueError("lengths2 was given without x2 (x2=None uses x1 and lengths1)")
+        n2, T2, lens2 = n1, T1, lens1
+    else:
+        _check_x("x2", x2, d)
+        n2, T2, _ = np.shape(x2)
+        lens2 = _check_lengths("lengths2", lengths2, n2, T2)
+
+    dtype = _float_dtype()
+    mem_factor = quadrature_cost(cfg.activation, n_order)
+    block = block_size or _default_block(cfg.readout, T2, mem_factor)
+    b1 = min(block, n1)
+    b2 = b1 if symmetric else min(block, n2)
+    nb1, nb2 = -(-n1 // b1), -(-n2 // b2)
+    x1p, l1p = _pad_rows(np.asarray(x1, dtype), lens1, nb1 * b1)
+    if symmetric:
+        x2p, l2p = x1p[:0], l1p[:0]                  # unused
+    else:
+        x2p, l2p = _pad_rows(np.asarray(x2, dtype), lens2, nb2 * b2)
+    K, N = _kernels(x1p, l1p, x2p, l2p, _scalars(cfg, dtype), activation=cfg.activation,
+                    order=n_order if mem_factor > 1 else DEFAULT_ORDER,
+                    trainable=cfg.trainable, readout=cfg.readout,
+                    blocks=((nb1, b1), (nb2, b2)), symmetric=symmetric)
+    if cfg.readout == "all":
+        return K[:n1, :, :n2, :], N[:n1, :, :n2, :]
+    return K[:n1, :n2], N[:n1, :n2]

@@ -1,0 +1,620 @@
+"""Synthetic sequence tasks from the theory papers on RNN training, drawn from a JAX key.
+
+Every task is a pure, jittable function of ``(key, thp)``: the static structure (shapes, which code
+runs) lives in the frozen :class:`TaskConfig`, and every numeric knob (``delta``, ``eps_x``,
+``rho``, ``lag``, ``label_noise`` ...) is a *traced* value in the dict ``thp``, so a sweep over
+them, jitted or vmapped, never recompiles. Defaults come from :func:`default_task_hparams`.
+
+Conventions (1-indexed positions t = 1..T in the math, 0-indexed in code):
+
+* ``sample_task(tcfg, key, thp)`` draws the train set from ``fold_in(key, 0)``, the test set from
+  ``fold_in(key, 1)`` and the target function from ``fold_in(key, 2)`` (shared by both). Inside
+  the target key, ``fold_in(., 0)`` draws the function's weights and ``fold_in(., 1)`` a reference
+  sample of ``n_ref`` inputs used only to normalise the targets (Monte-Carlo estimates of the
+  moments below), so normalisation is a fixed property of the target function, never of the data.
+* x is (n, T, d); y is (n, k) for target 'last' (y_T) and (n, T, k) for target 'all' (y_1..y_T).
+* ``label_noise`` is the std of Gaussian noise added to the *train* labels only.
+* Tokens of norm ``eps_x`` are ``eps_x * u`` with u uniform on the unit sphere (of the subspace
+  named per kind).
+
+Kinds (:data:`TASK_KINDS`):
+
+``random_labels`` (Allen-Zhu, Li & Song 2019, memorisation). First token
+    x_1 = (cos(th)/sqrt2, sin(th)/sqrt2 * v, 1/sqrt2) with v uniform on the unit sphere of
+    R^{d-2}: unit norm, last coordinate 1/sqrt2 (a bias in disguise). For v_i, v_j of two
+    sequences ||x_1^i - x_1^j|| = sin(th)/sqrt2 * ||v_i - v_j||, so with s_min the smallest
+    pairwise ||v_i - v_j|| in the set, sin(th) = min(1, sqrt2 * delta / s_min) makes the minimum
+    pairwise first-token separation exactly ``delta`` (capped at s_min/sqrt2, the most these
+    random directions allow; :func:`task_stats` reports the measured value). Separation holds
+    within the train set and within the test set. Tokens x_t (t >= 2) have norm ``eps_x`` <= 1.
+    Labels are iid N(0, 1) at every position ('all') or at the last one ('last').
+
+``concept`` (Allen-Zhu & Li 2019). x_1 = (1/sqrt2) e_1 + (1/sqrt2) e_d is the same for every
+    sequence; x_{i+1} = z_i (i = 1..T-1) with z_i of norm ``eps_x`` <= 1 in the first d-1
+    coordinates (last coordinate 0). With a_ij ~ N(0, 1) (one per output), w_ij ~ N(0, I_d) and
+    phi_j cycling through (z^2, sin z, cos z, exp z) for j = 1..p (``n_terms``),
+        S_i(z) = sum_{j<=p} a_ij phi_j(<w_ij, z>),     y_{l+1} = (1/sqrt l) sum_{i<=l} (S_i(z_i) - mu_i) / sd_i,
+    where mu_i, sd_i are the mean and std of S_i(z) under the token distribution (reference
+    sample). So every term is standardised and E y_t = 0, Var y_t = 1 for every t >= 2 (up to
+    the reference sample's Monte-Carlo error), for any ``eps_x``; y_1 = 0.
+
+``wang_additive`` (Wang et al. 2021). Tokens of norm ``eps_x`` (whole R^d), beta_l ~ N(0, I_d),
+    f = ``link`` (odd: 'sin', 'tanh' or 'linear'):
+        y_t = c_t sum_{l<=t} f(beta_l^T x_l),     c_t = (sum_{l<=t} E f(beta_l^T x)^2)^{-1/2},
+    so E y_t = 0 exactly (f odd, tokens symmetric) and Var y_t = 1 (reference estimate).
+
+``wang_nvar`` (Wang et al. 2021). N = ``n_vars`` positions with offsets 0 = o_1 < .. < o_N =
+    l0 (``span``), o_j = round((j-1) l0 / (N-1)). beta ~ N(0, I_{Nd} / N),
+        y_t = c f(sum_j beta_j^T x_{t - l0 + o_j}),     c = (E f(beta^T [x..x])^2)^{-1/2},
+    i.e. the window of span l0 ends at t ('last': positions T - l0 + o_j). Tokens before the
+    start (index < 1, only for target 'all') count as 0, so early y_t have smaller variance.
+
+``lag`` (Cayci & Eryilmaz 2024). Tokens of norm ``eps_x``, beta ~ N(0, I_d) per output,
+    y_t = g(x_{t-k}) = c f(beta^T x_{t-k}) for t > k and 0 for t <= k, k = round(``lag``)
+    (traced; 'last' needs k <= T-1), c = (E f(beta^T x)^2)^{-1/2}.
+
+``state_space`` (Cayci & Eryilmaz 2024). s_0 = 0,
+        s_t = rho s_{t-1} + (1 - rho) tanh(A s_{t-1} + B x_t),     y_t = c C s_t,
+    s_t in R^r (``state_dim``), A = 0.5 G / ||G||_2 (G, B ~ N(0, 1) entries), C ~ N(0, 1/r),
+    memory decay ``rho`` in [0, 1) traced. Each step is a convex combination of s_{t-1} and a
+    tanh, so |s_t|_inf <= 1 always, and the map is a contraction with rate
+    rho + (1 - rho)/2 < 1 (fading memory). c = (E ||C s_T||^2 / k)^{-1/2} (reference sample),
+    so Var y_T is about 1; y has mean 0 exactly (the system is odd in x).
+
+``teacher``. A random Elman RNN from :mod:`rnn_ntk.model`: :func:`teacher_config` (width
+    ``teacher_width``, activation ``teacher_activation``, readout = target, s_u = sqrt(d) so the
+    input drive has variance eps_x^2, s_b = 0), parameters ``init_params(cfg, fold_in(fold_in(key,
+    2), 0))`` and outputs ``apply(cfg, params, x, scales=Scales(teacher_sigma_w, sqrt(d), 0, c,
+    m))``: the normalisation is the read-out multiplier c = 1/RMS of the s_v = 1 output at step
+    T, so Var y_T is about 1 (mean 0 for an odd activation such as the default tanh).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_ntk import model
+from rnn_ntk.model import ConfigError
+
+Array = jax.Array
+
+TASK_KINDS = ("random_labels", "concept", "wang_additive", "wang_nvar", "lag", "state_space",
+              "teacher")
+TARGETS = ("last", "all")
+LINKS: dict[str, Callable[[Array], Array]] = {
+    "sin": jnp.sin,
+    "tanh": jnp.tanh,
+    "linear": lambda s: s,
+}
+# phi_j of the concept class, cycled over j = 1..p
+CONCEPT_PHIS: tuple[tuple[str, Callable[[Array], Array]], ...] = (
+    ("square", jnp.square), ("sin", jnp.sin), ("cos", jnp.cos), ("exp", jnp.exp))
+
+# kind-specific static options and the kinds they apply to (elsewhere they must keep the default)
+_STATIC_OPTIONS: dict[str, tuple[str, ...]] = {
+    "n_terms": ("concept",),
+    "n_vars": ("wang_nvar",),
+    "span": ("wang_nvar",),
+    "link": ("wang_additive", "wang_nvar", "lag"),
+    "state_dim": ("state_space",),
+    "teacher_width": ("teacher",),
+    "teacher_activation": ("teacher",),
+    "n_ref": ("concept", "wang_additive", "wang_nvar", "lag", "state_space", "teacher"),
+}
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Static description of a task; validated on construction (one-line ConfigError naming the field).
+
+    kind: one of :data:`TASK_KINDS`.  n_train, n_test: sequences.  length: T.  input_dim: d.
+    output_dim: k.  target: 'last' (y is (n, k)) or 'all' (y is (n, T, k)).
+    Kind-specific static options (left at their defaults by the other kinds):
+      n_terms: p, terms per position of the concept class.  n_vars: N and span: l0 of the
+      N-variable target.  link: f of the Wang and lag targets ('sin', 'tanh', 'linear').
+      state_dim: r of the state-space system.  teacher_width, teacher_activation: the teacher RNN.
+      n_ref: size of the reference sample used to normalise targets (all kinds but random_labels).
+    """
+
+    kind: str
+    n_train: int
+    n_test: int
+    length: int
+    input_dim: int
+    output_dim: int = 1
+    target: str = "last"
+    n_terms: int = 3
+    n_vars: int = 2
+    span: int = 1
+    link: str = "sin"
+    state_dim: int = 8
+    teacher_width: int = 32
+    teacher_activation: str = "tanh"
+    n_ref: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ConfigError(f"kind must be one of {list(TASK_KINDS)}, got {self.kind!r}")
+        for name in ("n_train", "n_test", "length", "input_dim", "output_dim"):
+            _check_int(name, getattr(self, name), 1)
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
+        _check_int("n_terms", self.n_terms, 1)
+        _check_int("n_vars", self.n_vars, 1)
+        _check_int("span", self.span, 0)
+        if self.link not in LINKS:
+            raise ConfigError(f"link must be one of {sorted(LINKS)}, got {self.link!r}")
+        _check_int("state_dim", self.state_dim, 1)
+        _check_int("teacher_width", self.teacher_width, 1)
+        if self.teacher_activation not in model.ACTIVATIONS:
+            raise ConfigError(f"teacher_activation must be one of {sorted(model.ACTIVATIONS)}, "
+                              f"got {self.teacher_activation!r}")
+        _check_int("n_ref", self.n_ref, 2)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, kinds in _STATIC_OPTIONS.items():
+            if self.kind not in kinds and getattr(self, name) != defaults[name]:
+                raise ConfigError(f"{name} only applies to kind(s) {list(kinds)}, not {self.kind!r}; "
+                                  f"leave it at its default {defaults[name]!r}")
+        if self.kind == "random_labels" and self.input_dim < 3:
+            raise ConfigError(f"input_dim must be >= 3 for kind 'random_labels' (first tokens need "
+                              f"room to be separated), got {self.input_dim}")
+        if self.kind == "concept":
+            if self.input_dim < 2:
+                raise ConfigError(f"input_dim must be >= 2 for kind 'concept', got {self.input_dim}")
+            if self.length < 2:
+                raise ConfigError(f"length must be >= 2 for kind 'concept', got {self.length}")
+        if self.kind == "wang_nvar":
+            if self.span < self.n_vars - 1:
+                raise ConfigError(f"span must be >= n_vars - 1 = {self.n_vars - 1} (distinct "
+                                  f"positions), got {self.span}")
+            if self.span > self.length - 1:
+                raise ConfigError(f"span must be <= length - 1 = {self.length - 1}, got {self.span}")
+
+    def replace(self, **changes: Any) -> "TaskConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class Data(NamedTuple):
+    """A sampled task: x (n, T, d); y (n, k) for target 'last', (n, T, k) for target 'all'."""
+
+    x_train: Array
+    y_train: Array
+    x_test: Array
+    y_test: Array
+
+
+def default_task_hparams(tcfg: TaskConfig) -> dict[str, float]:
+    """The traced numeric parameters of the task with their defaults (always has 'label_noise').
+
+    eps_x: token norm (<= 1 for random_labels and concept).  delta: requested first-token
+    separation (random_labels).  lag: k of the lag target (rounded to an integer).  rho: memory
+    decay of the state-space system.  teacher_sigma_w: recurrent multiplier of the teacher.
+    """
+    hp: dict[str, float] = {"label_noise": 0.0, "eps_x": 1.0}
+    if tcfg.kind == "random_labels":
+        hp["delta"] = 0.1
+    elif tcfg.kind == "lag":
+        hp["lag"] = float(min(2, tcfg.length - 1))
+    elif tcfg.kind == "state_space":
+        hp["rho"] = 0.9
+    elif tcfg.kind == "teacher":
+        hp["teacher_sigma_w"] = 1.0
+    return hp
+
+
+def _is_concrete(v: Any) -> bool:
+    return not isinstance(v, jax.core.Tracer)
+
+
+def _resolve_hparams(tcfg: TaskConfig, thp: dict[str, Any] | None) -> dict[str, Any]:
+    """The task's hparams: defaults overridden by ``thp`` (other keys of ``thp`` are ignored, so a
+    trainer may pass its whole hparams dict). Concrete values are range-checked here; traced
+    ones cannot be and are used as given."""
+    hp: dict[str, Any] = default_task_hparams(tcfg)
+    if thp is not None:
+        if not isinstance(thp, dict):
+            raise ConfigError(f"thp must be a dict of task hparams, got {type(thp).__name__}")
+        for name in hp:
+            if name in thp:
+                hp[name] = thp[name]
+    for name, v in hp.items():
+        if not _is_concrete(v):
+            continue
+        a = np.asarray(v)
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise ConfigError(f"task hparam {name!r} must be real numbers, got {v!r}")
+        if not np.all(np.isfinite(a)):
+            raise ConfigError(f"task hparam {name!r} must be finite, got {v!r}")
+        bad = None
+        if name == "label_noise" and np.any(a < 0):
+            bad = ">= 0"
+        elif name == "eps_x":
+            if tcfg.kind in ("random_labels", "concept") and np.any((a < 0) | (a > 1)):
+                bad = "in [0, 1] (tokens must have norm <= 1)"
+            elif np.any(a < 0):
+                bad = ">= 0"
+        elif name == "delta" and np.any((a < 0) | (a > math.sqrt(2.0))):
+            bad = "in [0, sqrt(2)]"
+        elif name == "rho" and np.any((a < 0) | (a >= 1)):
+            bad = "in [0, 1)"
+        elif name == "lag":
+            hi = tcfg.length - 1 if tcfg.target == "last" else tcfg.length
+            if np.any((a < 0) | (a > hi)) or np.any(a != np.round(a)):
+                bad = f"an integer in [0, {hi}]"
+        elif name == "teacher_sigma_w" and np.any(a < 0):
+            bad = ">= 0"
+        if bad is not None:
+            raise ConfigError(f"task hparam {name!r} must be {bad}, got {v!r}")
+    return hp
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+
+def _normal(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+    """N(0, 1) of ``shape``, drawn flat and reshaped (XLA:CPU compiles a flat draw several times
+    faster than a rank-3 one)."""
+    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+
+
+def _sphere(key: Array, shape: tuple[int, ...], dim: int, dtype: Any) -> Array:
+    """shape + (dim,) vectors uniform on the unit sphere of R^dim."""
+    g = _normal(key, shape + (dim,), dtype)
+    return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+
+
+def _min_pair_distance(v_ND: Array, block: int = 512) -> Array:
+    """min_{i != j} ||v_i - v_j|| for unit rows v (n, e), in row blocks (memory O(block * n))."""
+    n = v_ND.shape[0]
+    if n < 2:
+        return jnp.asarray(2.0, v_ND.dtype)  # no pairs: the largest distance of unit vectors
+    B = min(n, block)
+    nb = -(-n // B)
+    vp = jnp.pad(v_ND, ((0, nb * B - n), (0, 0)))
+    rows = jnp.arange(nb * B).reshape(nb, B)
+    cols = jnp.arange(n)
+
+    def max_dot(r_B: Array) -> Array:
+        G = vp[r_B] @ v_ND.T
+        off = (r_B[:, None] != cols[None, :]) & (r_B[:, None] < n)
+        return jnp.max(jnp.where(off, G, -jnp.inf))
+
+    dot = jnp.max(jax.lax.map(max_dot, rows))
+    return jnp.sqrt(jnp.maximum(2.0 - 2.0 * dot, 0.0))
+
+
+def _random_label_inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
+    T, d = tcfg.length, tcfg.input_dim
+    k1, k2 = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+    v = _sphere(k1, (n,), d - 2, dtype)
+    s_min = _min_pair_distance(v)
+    delta = jnp.asarray(hp["delta"], dtype)
+    sin_th = jnp.where(s_min > 0, jnp.minimum(1.0, math.sqrt(2.0) * delta / jnp.where(
+        s_min > 0, s_min, 1.0)), 1.0)
+    cos_th = jnp.sqrt(jnp.maximum(1.0 - sin_th * sin_th, 0.0))
+    r = 1.0 / math.sqrt(2.0)
+    ones = jnp.ones((n, 1), dtype)
+    x1 = jnp.concatenate([r * cos_th * ones, (r * sin_th) * v, r * ones], axis=-1)
+    rest = jnp.asarray(hp["eps_x"], dtype) * _sphere(k2, (n, T - 1), d, dtype)
+    return jnp.concatenate([x1[:, None, :], rest], axis=1)
+
+
+def _concept_tokens(tcfg: TaskConfig, key: Array, shape: tuple[int, ...], eps: Any,
+                    dtype: Any) -> Array:
+    """Tokens z of norm eps in the first d-1 coordinates (last coordinate 0): shape + (d,)."""
+    u = _sphere(key, shape, tcfg.input_dim - 1, dtype)
+    return jnp.concatenate([jnp.asarray(eps, dtype) * u, jnp.zeros(shape + (1,), dtype)], axis=-1)
+
+
+def _concept_inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
+    d = tcfg.input_dim
+    x1 = jnp.zeros((d,), dtype).at[0].set(1.0 / math.sqrt(2.0)).at[d - 1].set(1.0 / math.sqrt(2.0))
+    z = _concept_tokens(tcfg, key, (n, tcfg.length - 1), hp["eps_x"], dtype)
+    return jnp.concatenate([jnp.broadcast_to(x1, (n, 1, d)), z], axis=1)
+
+
+def _sphere_inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
+    return jnp.asarray(hp["eps_x"], dtype) * _sphere(key, (n, tcfg.length), tcfg.input_dim, dtype)
+
+
+def sample_inputs(tcfg: TaskConfig, key: Array, n: int, thp: dict | None = None,
+                  dtype: Any = jnp.float32) -> Array:
+    """n input sequences (n, T, d) of the task's input distribution, drawn from ``key``."""
+    return _inputs(tcfg, key, n, _resolve_hparams(tcfg, thp), jnp.dtype(dtype))
+
+
+def _inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
+    if tcfg.kind == "random_labels":
+        return _random_label_inputs(tcfg, key, n, hp, dtype)
+    if tcfg.kind == "concept":
+        return _concept_inputs(tcfg, key, n, hp, dtype)
+    return _sphere_inputs(tcfg, key, n, hp, dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# target functions
+
+def nvar_offsets(tcfg: TaskConfig) -> tuple[int, ...]:
+    """Offsets 0 = o_1 < .. < o_N = span of the N-variable target (static)."""
+    N, l0 = tcfg.n_vars, tcfg.span
+    if N == 1:
+        return (0,)
+    return tuple(int(math.floor(j * l0 / (N - 1) + 0.5)) for j in range(N))
+
+
+def teacher_config(tcfg: TaskConfig) -> model.RNNConfig:
+    """The teacher RNN's static config (its sigma_w and sigma_v are set per sample via Scales)."""
+    d = tcfg.input_dim
+    return model.RNNConfig(width=tcfg.teacher_width, input_dim=d, output_dim=tcfg.output_dim,
+                           activation=tcfg.teacher_activation, readout=tcfg.target,
+                           sigma_w=1.0, sigma_u=math.sqrt(d), sigma_b=0.0, sigma_v=1.0)
+
+
+def _rms_scale(y: Array, axis: Any = None) -> Array:
+    """1 / sqrt(mean y^2), with 1 where y is identically 0."""
+    ms = jnp.mean(y * y, axis=axis)
+    return jnp.where(ms > 0, 1.0 / jnp.sqrt(jnp.where(ms > 0, ms, 1.0)), 1.0)
+
+
+def _teacher_scales(tcfg: TaskConfig, sigma_w: Any, sigma_v: Any, dtype: Any) -> model.Scales:
+    d = tcfg.input_dim
+    return model.Scales(sigma_w=jnp.asarray(sigma_w, dtype), sigma_u=jnp.asarray(math.sqrt(d), dtype),
+                        sigma_b=jnp.asarray(0.0, dtype), sigma_v=jnp.asarray(sigma_v, dtype),
+                        width=jnp.asarray(float(tcfg.teacher_width), dtype))
+
+
+def _raw_targets(tcfg: TaskConfig, tp: dict, x_NTD: Array) -> Array:
+    """Unnormalised 'all'-position outputs for the kinds normalised by one constant: (n, T, k)."""
+    kind = tcfg.kind
+    n, T, _ = x_NTD.shape
+    if kind == "wang_nvar":
+        f = LINKS[tcfg.link]
+        l0 = tcfg.span
+        xp = jnp.pad(x_NTD, ((0, 0), (l0, 0), (0, 0)))  # x_{t - l0 + o} = xp[t + o]
+        s = sum(jnp.einsum("ntd,dk->ntk", xp[:, o:o + T, :], tp["beta"][j])
+                for j, o in enumerate(nvar_offsets(tcfg)))
+        return f(s)
+    if kind == "lag":
+        f = LINKS[tcfg.link]
+        k_lag = jnp.round(tp["lag"]).astype(jnp.int32)
+        idx = jnp.arange(T) - k_lag
+        xs = jnp.take(x_NTD, jnp.clip(idx, 0, T - 1), axis=1)
+        g = f(jnp.einsum("ntd,dk->ntk", xs, tp["beta"]))
+        return jnp.where((idx >= 0)[None, :, None], g, 0.0)
+    if kind == "state_space":
+        return jnp.einsum("ntr,kr->ntk", state_space_states(tp, x_NTD), tp["C"])
+    raise AssertionError(kind)
+
+
+@jax.jit
+def state_space_states(tparams: dict, x_NTD: Array) -> Array:
+    """States s_1..s_T (n, T, r) of s_t = rho s_{t-1} + (1 - rho) tanh(A s_{t-1} + B x_t), s_0 = 0."""
+    A, B, rho = tparams["A"], tparams["B"], tparams["rho"]
+    n = x_NTD.shape[0]
+
+    def step(s_NR, x_ND):
+        s_new = rho * s_NR + (1.0 - rho) * jnp.tanh(s_NR @ A.T + x_ND @ B.T)
+        return s_new, s_new
+
+    s0 = jnp.zeros((n, A.shape[0]), x_NTD.dtype)
+    _, s_TNR = jax.lax.scan(step, s0, jnp.swapaxes(x_NTD, 0, 1))
+    return jnp.swapaxes(s_TNR, 0, 1)
+
+
+def _concept_terms(tcfg: TaskConfig, tp: dict, z_NLD: Array) -> Array:
+    """S_i(z_i) = sum_j a_ij phi_j(<w_ij, z_i>) for z (..., L, d): (..., L, k)."""
+    s = jnp.einsum("...ld,ljd->...lj", z_NLD, tp["w"])
+    P = jnp.stack([CONCEPT_PHIS[j % len(CONCEPT_PHIS)][1](s[..., j]) for j in range(tcfg.n_terms)],
+                  axis=-1)
+    return jnp.einsum("...lj,ljk->...lk", P, tp["a"])
+
+
+def target_params(tcfg: TaskConfig, key: Array, thp: dict | None = None,
+                  dtype: Any = jnp.float32) -> dict[str, Any]:
+    """The target function of the task with key ``key`` (it uses ``fold_in(key, 2)``): a pytree.
+
+    concept: a (T-1, p, k), w (T-1, p, d), mu, sd (T-1, k).  wang_additive: beta (T, d, k),
+    var (T, k) = E f(beta_t^T x)^2.  wang_nvar: beta (N, d, k), c (k,).  lag: beta (d, k), c (k,),
+    lag.  state_space: A (r, r), B (r, d), C (k, r), rho, c (k,).  teacher: params (the teacher's
+    groups), scales (:class:`rnn_ntk.model.Scales`).  random_labels has no target function.
+    """
+    if tcfg.kind == "random_labels":
+        raise ConfigError("kind 'random_labels' has no target function (its labels are iid noise)")
+    return _target_params(tcfg, key, _resolve_hparams(tcfg, thp), jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("tcfg", "dtype"))
+def _target_params(tcfg: TaskConfig, key: Array, hp: dict, dtype: Any) -> dict[str, Any]:
+    kt = jax.random.fold_in(key, 2)
+    kw, kref = jax.random.fold_in(kt, 0), jax.random.fold_in(kt, 1)
+    ks = [jax.random.fold_in(kw, i) for i in range(4)]
+    T, d, k, R = tcfg.length, tcfg.input_dim, tcfg.output_dim, tcfg.n_ref
+    kind = tcfg.kind
+    if kind == "concept":
+        L, p = T - 1, tcfg.n_terms
+        tp: dict[str, Any] = {"a": _normal(ks[0], (L, p, k), dtype),
+                              "w": _normal(ks[1], (L, p, d), dtype)}
+        S_ref = _concept_terms(tcfg, tp, _concept_tokens(tcfg, kref, (R,), hp["eps_x"], dtype)[:, None, :])
+        tp["mu"] = jnp.mean(S_ref, axis=0)
+        sd = jnp.std(S_ref, axis=0)
+        tp["sd"] = jnp.where(sd > 0, sd, 1.0)
+        return tp
+    if kind == "wang_additive":
+        beta = _normal(ks[0], (T, d, k), dtype)
+        x_ref = _sphere_inputs(tcfg, kref, R, hp, dtype)[:, 0, :]          # (R, d)
+        F = LINKS[tcfg.link](jnp.einsum("rd,tdk->rtk", x_ref, beta))
+        return {"beta": beta, "var": jnp.mean(F * F, axis=0)}
+    if kind == "wang_nvar":
+        N = tcfg.n_vars
+        tp = {"beta": _normal(ks[0], (N, d, k), dtype) / math.sqrt(N)}
+        x_ref = _sphere_inputs(tcfg, kref, R, hp, dtype)[:, :N, :]   # N <= span + 1 <= T tokens
+        s = jnp.einsum("rnd,ndk->rk", x_ref, tp["beta"])
+        tp["c"] = _rms_scale(LINKS[tcfg.link](s), axis=0)
+        return tp
+    if kind == "lag":
+        tp = {"beta": _normal(ks[0], (d, k), dtype), "lag": jnp.asarray(hp["lag"], dtype)}
+        x_ref = _sphere_inputs(tcfg, kref, R, hp, dtype)[:, 0, :]
+        tp["c"] = _rms_scale(LINKS[tcfg.link](x_ref @ tp["beta"]), axis=0)
+        return tp
+    if kind == "state_space":
+        r = tcfg.state_dim
+        G = _normal(ks[0], (r, r), dtype)
+        tp = {"A": 0.5 * G / jnp.linalg.norm(G, ord=2),
+              "B": _normal(ks[1], (r, d), dtype),
+              "C": _normal(ks[2], (k, r), dtype) / math.sqrt(r),
+              "rho": jnp.asarray(hp["rho"], dtype)}
+        y_ref = _raw_targets(tcfg, tp, _sphere_inputs(tcfg, kref, R, hp, dtype))[:, -1, :]
+        tp["c"] = _rms_scale(y_ref, axis=0)
+        return tp
+    if kind == "teacher":
+        cfg = teacher_config(tcfg)
+        params = model.init_params(cfg, kw, dtype)
+        scales = _teacher_scales(tcfg, hp["teacher_sigma_w"], 1.0, dtype)
+        y_ref = model.apply(cfg, params, _sphere_inputs(tcfg, kref, R, hp, dtype), scales=scales)
+        if tcfg.target == "all":
+            y_ref = y_ref[:, -1, :]
+        return {"params": params,
+                "scales": _teacher_scales(tcfg, hp["teacher_sigma_w"], _rms_scale(y_ref), dtype)}
+    raise AssertionError(kind)
+
+
+@functools.partial(jax.jit, static_argnames=("tcfg",))
+def target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    """Noiseless targets of any inputs x (n, T, d): (n, k) for 'last', (n, T, k) for 'all'.
+
+    See the module docstring for each kind's formula; ``tparams`` is from :func:`target_params`.
+    """
+    kind = tcfg.kind
+    last = tcfg.target == "last"
+    if kind == "random_labels":
+        raise ConfigError("kind 'random_labels' has no target function (its labels are iid noise)")
+    if kind == "teacher":
+        return model.apply(teacher_config(tcfg), tparams["params"], x_NTD, scales=tparams["scales"])
+    if kind == "concept":
+        Z = (_concept_terms(tcfg, tparams, x_NTD[:, 1:, :]) - tparams["mu"][None]) / tparams["sd"][None]
+        L = Z.shape[1]
+        if last:
+            return jnp.sum(Z, axis=1) / math.sqrt(L)
+        cum = jnp.cumsum(Z, axis=1) / jnp.sqrt(jnp.arange(1, L + 1, dtype=Z.dtype))[None, :, None]
+        return jnp.concatenate([jnp.zeros_like(cum[:, :1, :]), cum], axis=1)
+    if kind == "wang_additive":
+        F = LINKS[tcfg.link](jnp.einsum("ntd,tdk->ntk", x_NTD, tparams["beta"]))
+        var = tparams["var"]
+        cv = jnp.cumsum(var, axis=0)                                        # (T, k)
+        c = jnp.where(cv > 0, 1.0 / jnp.sqrt(jnp.where(cv > 0, cv, 1.0)), 1.0)
+        if last:
+            return jnp.sum(F, axis=1) * c[None, -1, :]
+        return jnp.cumsum(F, axis=1) * c[None]
+    if kind == "wang_nvar" and last:
+        T, l0 = x_NTD.shape[1], tcfg.span
+        s = sum(x_NTD[:, T - 1 - l0 + o, :] @ tparams["beta"][j]
+                for j, o in enumerate(nvar_offsets(tcfg)))
+        return tparams["c"][None, :] * LINKS[tcfg.link](s)
+    y = tparams["c"][None, None, :] * _raw_targets(tcfg, tparams, x_NTD)
+    return y[:, -1, :] if last else y
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling
+
+def _split(tcfg: TaskConfig, key: Array, n: int, hp: dict, tparams: Any, dtype: Any,
+           noise_std: Any) -> tuple[Array, Array]:
+    x = _inputs(tcfg, jax.random.fold_in(key, 0), n, hp, dtype)
+    y_shape = (n, tcfg.length, tcfg.output_dim) if tcfg.target == "all" else (n, tcfg.output_dim)
+    if tcfg.kind == "random_labels":
+        y = _normal(jax.random.fold_in(key, 1), y_shape, dtype)
+    else:
+        y = target_values(tcfg, tparams, x)
+    if noise_std is not None:
+        y = y + jnp.asarray(noise_std, dtype) * _normal(jax.random.fold_in(key, 2), y_shape,
+                                                                  dtype)
+    return x, y
+
+
+def sample_task(tcfg: TaskConfig, key: Array, thp: dict | None = None,
+                dtype: Any = jnp.float32) -> Data:
+    """Draw a task: train from fold_in(key, 0), test from fold_in(key, 1), target from fold_in(key, 2).
+
+    ``thp``: the task's numeric parameters (missing ones take :func:`default_task_hparams`; other
+    keys are ignored); they may be traced, so jit and vmap over (key, thp) work, and a new value
+    never recompiles (the work itself is jitted with ``tcfg`` and ``dtype`` static, so eager calls
+    are compiled once per config too). Concrete values are range-checked first (ConfigError).
+    Label noise N(0, label_noise^2) is added to the train labels only. Arrays have dtype
+    ``dtype`` (default float32).
+    """
+    hp = _resolve_hparams(tcfg, thp)
+    return _sample_task(tcfg, key, hp, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("tcfg", "dtype"))
+def _sample_task(tcfg: TaskConfig, key: Array, hp: dict, dtype: Any) -> Data:
+    tparams = None if tcfg.kind == "random_labels" else _target_params(tcfg, key, hp, dtype)
+    x_tr, y_tr = _split(tcfg, jax.random.fold_in(key, 0), tcfg.n_train, hp, tparams, dtype,
+                        hp["label_noise"])
+    x_te, y_te = _split(tcfg, jax.random.fold_in(key, 1), tcfg.n_test, hp, tparams, dtype, None)
+    return Data(x_tr, y_tr, x_te, y_te)
+
+
+# ----------------------------------------------------------------------------------------------
+# diagnostics
+
+def _np_min_pair_distance(x_ND: np.ndarray, block: int = 1024) -> float:
+    n = x_ND.shape[0]
+    if n < 2:
+        return float("inf")
+    sq = np.sum(x_ND * x_ND, axis=1)
+    best = np.inf
+    for i0 in range(0, n, block):
+        xb = x_ND[i0:i0 + block]
+        D2 = sq[i0:i0 + block, None] + sq[None, :] - 2.0 * xb @ x_ND.T
+        idx = np.arange(i0, i0 + xb.shape[0])
+        D2[np.arange(xb.shape[0]), idx] = np.inf
+        j = np.argmin(D2, axis=1)
+        # recompute the nearest pairs directly (the Gram form loses digits for close points)
+        d = np.linalg.norm(xb - x_ND[j], axis=1)
+        best = min(best, float(np.min(d)))
+    return best
+
+
+def task_stats(tcfg: TaskConfig, data: Data) -> dict[str, float]:
+    """Diagnostics of a sampled task (not jittable; numpy float64 on the host).
+
+    token_norm_max / token_norm_mean: over tokens t >= 2.  first_token_*: norms, last coordinate
+    and (random_labels, concept) the measured min pairwise separation ``delta_train`` /
+    ``delta_test`` of first tokens.  y_*_mean / y_*_var: over all label entries; for target 'all'
+    also y_*_var_last (position T).
+    """
+    out: dict[str, float] = {}
+    x_tr = np.asarray(data.x_train, np.float64)
+    x_te = np.asarray(data.x_test, np.float64)
+    xs = np.concatenate([x_tr, x_te], axis=0)
+    norms = np.linalg.norm(xs, axis=-1)
+    if xs.shape[1] > 1:
+        out["token_norm_max"] = float(norms[:, 1:].max())
+        out["token_norm_mean"] = float(norms[:, 1:].mean())
+    out["first_token_norm_min"] = float(norms[:, 0].min())
+    out["first_token_norm_max"] = float(norms[:, 0].max())
+    out["first_token_last_coord_min"] = float(xs[:, 0, -1].min())
+    out["first_token_last_coord_max"] = float(xs[:, 0, -1].max())
+    out["delta_train"] = _np_min_pair_distance(x_tr[:, 0, :])
+    out["delta_test"] = _np_min_pair_distance(x_te[:, 0, :])
+    for name, y in (("y_train", data.y_train), ("y_test", data.y_test)):
+        y = np.asarray(y, np.float64)
+        out[f"{name}_mean"] = float(y.mean())
+        out[f"{name}_var"] = float(y.var())
+        if tcfg.target == "all":
+            out[f"{name}_var_last"] = float(y[:, -1, :].var())
+    return out
