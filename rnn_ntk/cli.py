@@ -3,6 +3,8 @@
     rnn-ntk run FILE [--out DIR] [--resume] [--max-memory SIZE]
     rnn-ntk validate FILE [--max-memory SIZE]
     rnn-ntk demo [--out DIR] [--resume]
+    rnn-ntk reproduce [NAME ...] [--scale ci|default|large] [--results DIR] [--figures DIR]
+    rnn-ntk figures [NAME ...] [--results DIR] [--out DIR]
 
 Subcommands live in a registry (:func:`register`), so others (``reproduce``, ``figures``) plug
 in with one call. Exit status: 0 success, 1 refused or failed (e.g. an existing output directory
@@ -263,6 +265,104 @@ register("demo", "a small built-in sweep (about a minute on 2 CPU cores) and its
          _add_demo, _cmd_demo,
          "Random labels, full-batch GD, widths 16..128 x 3 seeds, only W or all of W, U, b, v "
          "trained. Writes the store and DIR/loss_curves.png.")
+
+
+def _add_reproduce(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="experiments to run (default: all in experiments/)")
+    p.add_argument("--scale", default="default", choices=("ci", "default", "large"),
+                   help="'ci' seconds, 'default' minutes on 2 CPU cores, 'large' GPU-sized")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="where results are stored (resumable; default: results/)")
+    p.add_argument("--figures", default="figures", metavar="DIR",
+                   help="where figures are written (default: figures/)")
+    p.add_argument("--results-md", default=None, metavar="FILE",
+                   help="the generated claims page (default: experiments/RESULTS.md)")
+
+
+def _add_figures(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="experiments to draw (default: all with stored results)")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="stored results to draw from (default: results/)")
+    p.add_argument("--out", default="figures", metavar="DIR",
+                   help="where figures are written (default: figures/)")
+    p.add_argument("--results-md", default=None, metavar="FILE",
+                   help="the generated claims page (default: experiments/RESULTS.md)")
+
+
+def _draw(modules, results: Path, fig_dir: Path, results_md: str | None, *,
+          names_given: bool) -> int:
+    """Figures and claims of each experiment from stored results; RESULTS.md from the claims."""
+    import time
+
+    from rnn_ntk import reproduce
+    claims, missing = [], []
+    for mod in modules:
+        try:
+            paths = mod.figures(results, fig_dir)
+            rows = mod.claims(results)
+        except FileNotFoundError:
+            missing.append(mod.NAME)
+            continue
+        claims.extend(rows)
+        for path in paths:
+            print(f"figure: {path}")
+        for c in rows:
+            print(f"{c.experiment}: {c.claim} -- {c.statistic} = {c.value} [{c.criterion}] "
+                  f"{c.verdict}")
+    if missing:
+        print(f"no stored results for: {', '.join(missing)} (run rnn-ntk reproduce first)",
+              file=sys.stderr)
+        if names_given:
+            return EXIT_FAIL
+    if claims:
+        md_path = Path(results_md) if results_md else reproduce.experiments_dir() / "RESULTS.md"
+        header = f"Last generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+        reproduce.write_text(md_path, reproduce.results_markdown(claims, header=header))
+        print(f"claims: {md_path}")
+    return EXIT_OK
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import time
+
+    from rnn_ntk import reproduce
+    setup_jax(x64=True)
+    try:
+        modules = reproduce.discover(args.names or None)
+    except (ValueError, FileNotFoundError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    results = Path(args.results)
+    for mod in modules:
+        t0 = time.perf_counter()
+        print(f"[{mod.NAME}] {mod.TITLE} (scale {args.scale})", flush=True)
+        mod.run(results, args.scale)
+        print(f"[{mod.NAME}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return _draw(modules, results, Path(args.figures), args.results_md, names_given=True)
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from rnn_ntk import reproduce
+    setup_jax(x64=True)
+    try:
+        modules = reproduce.discover(args.names or None)
+    except (ValueError, FileNotFoundError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    return _draw(modules, Path(args.results), Path(args.out), args.results_md,
+                 names_given=bool(args.names))
+
+
+register("reproduce", "run the papers' experiments (resumable), then draw figures and RESULTS.md",
+         _add_reproduce, _cmd_reproduce,
+         "Run each experiment in experiments/ (finished pieces are skipped), write its figures "
+         "(PNG and PDF) and the generated claims page experiments/RESULTS.md.")
+register("figures", "redraw every figure and RESULTS.md from stored results (no training)",
+         _add_figures, _cmd_figures,
+         "Redraw the figures of every experiment that has stored results, and regenerate "
+         "RESULTS.md from them. Nothing is trained.")
 
 
 def build_parser() -> argparse.ArgumentParser:
