@@ -22,6 +22,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -111,6 +112,7 @@ def discover(names: Iterable[str] | None = None) -> list[ModuleType]:
             continue
         spec = importlib.util.spec_from_file_location(f"rnn_ntk_experiments.{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         if all(hasattr(module, a) for a in ("NAME", "run", "figures", "claims")):
             found[module.NAME] = module
