@@ -1,0 +1,73 @@
+"""C1 (kernel complexity): the statistics against independent computations, and the experiment end
+to end at scale 'ci'."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sstats
+
+from rnn_ntk.reproduce import VERDICTS
+
+_PATH = Path(__file__).resolve().parents[2] / "experiments" / "c1_kernel_complexity.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("c1_kernel_complexity_under_test", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+c1 = _load()
+
+
+def test_complexity_matches_explicit_inverse():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(30, 30))
+    H = A @ A.T + 0.5 * np.eye(30)
+    y = rng.normal(size=30)
+    j = 1e-3 * np.mean(np.diag(H))
+    want = np.sqrt(y @ np.linalg.inv(H + j * np.eye(30)) @ y / 30)
+    assert c1.complexity(H, y, jitter=1e-3) == pytest.approx(want, rel=1e-10)
+
+
+def test_complexity_known_closed_form_for_identity_kernel():
+    # H = I: y^T y / n, the mean square label (jitter 0)
+    y = np.array([1.0, -2.0, 3.0, 0.5])
+    assert c1.complexity(np.eye(4), y, jitter=0.0) == pytest.approx(np.sqrt(np.mean(y ** 2)))
+    with pytest.raises(ValueError, match="H must be"):
+        c1.complexity(np.eye(3), y)
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        a = rng.integers(0, 5, size=12).astype(float)
+        b = rng.normal(size=12)
+        assert c1.spearman(a, b) == pytest.approx(sstats.spearmanr(a, b).statistic, abs=1e-12)
+    assert c1.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert c1.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_bootstrap_seeds_degenerate_and_spread():
+    same = np.tile(np.array([1.0, 2.0, 3.0])[None, :], (5, 1))
+    est, ci = c1.bootstrap_seeds(lambda m: float(m.sum()), [same])
+    assert est == pytest.approx(6.0) and ci == pytest.approx((6.0, 6.0))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200,))
+    est, (lo, hi) = c1.bootstrap_seeds(lambda m: float(m), [x], n_boot=2000)
+    se = x.std(ddof=1) / np.sqrt(x.size)
+    assert est == pytest.approx(x.mean())
+    assert (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.15)
+
+
+@pytest.mark.slow   # ten targets = ten compiled training programs: ~80 s of CPU at scale 'ci'
+def test_end_to_end_ci(tmp_path):
+    c1.run(tmp_path / "res", "ci")
+    c1.run(tmp_path / "res", "ci")                   # resumable: nothing left to do
+    figs = c1.figures(tmp_path / "res", tmp_path / "fig")
+    assert figs and all(p.exists() for p in figs)
+    cl = c1.claims(tmp_path / "res")
+    assert len(cl) == 6
+    assert all(c.verdict in VERDICTS and c.experiment == c1.NAME for c in cl)
