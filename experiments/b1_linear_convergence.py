@@ -1,0 +1,322 @@
+"""B1: linear convergence of GD on random labels (Allen-Zhu, Li & Song 2019, Theorem 1).
+
+Claim of the paper: for the ReLU Elman RNN (only W trained) on n sequences of length L with
+delta-separated first tokens and arbitrary labels, gradient descent with step eta = Theta(1 /
+(poly(n, L) m)) drives the training loss to eps in T = O(poly(n, L) / delta^2 * log(1/eps)) steps:
+the loss falls geometrically (a straight line on a log scale) and, at a fixed eta * m, the number of
+steps does not grow with the width m. In kernel language: the loss decays as
+(1 - eta_ntk lambda_min(K))^(2t) in its slowest direction.
+
+Setup (shared with L1, see experiments/l1_net_vs_linearized.py)
+---------------------------------------------------------------
+* ``RNNConfig.paper`` (ReLU, only W trained, readout 'all'), d = 10; ``random_labels`` with
+  first-token separation delta = 0.4; loss 'sum_from_2' (L = (1/2) sum_i sum_{t>=2} r^2);
+  full-batch GD in float64 (so 1e-6 of the initial loss, and below, is resolved).
+* Step: lr = C_STEP * 2 / lambda_max(K_0) = 1 / lambda_max(K_0) (C_STEP = 0.5, K_0 the run's own
+  empirical NTK at initialisation restricted to t >= 2; dynamics module: ``loss='half_sum'``, one
+  step is f <- f - lr K r). lambda_max(K_0) tends to a constant as m grows, so lr is about
+  constant in this NTK parameterisation; the papers' step on their W is eta = 2 lr / m
+  (model.ntk_lr_to_paper), i.e. eta * m = 2 lr is fixed across widths.
+* The kernel prediction of the late-phase rate: d log L / dt -> 2 log(1 - lr lambda_min(K_0)).
+* Sizes: n and L are small at the default scale because the number of steps grows like the
+  condition number of K (about 160 at n = 8, L = 5, delta = 0.4 for the infinite-width kernel;
+  about 2e4 at n = 64, L = 10); 'large' is the paper-sized n = 64, L = 10.
+
+Statistics (per run; seeds share data and nested initialisations across widths)
+---------------------------------------------------------------------------------
+* t_eps: the first step at which L(t) / L(0) <= EPS = 1e-6 (log-linear interpolation between the
+  logged steps; NaN when not reached).
+* late phase: the logged steps t >= t_eps with L(t) / L(0) >= FLOOR = 1e-13 (above the float64
+  round-off floor); fit_line of log L against t gives the late slope and its r^2.
+* rel_err = |late slope - 2 log(1 - lr lambda_min(K_0))| / |2 log(1 - lr lambda_min(K_0))|.
+
+Criteria (fixed before any run, never tuned)
+--------------------------------------------
+B1.1  straight log-loss lines: r^2 of the late-phase fit > 0.99 (statistic: the smallest seed-mean
+      r^2 over the widths; interval: the smallest and largest r^2 of any run; runs that never
+      reach 1e-6 have no late phase and are counted in the claim text).
+B1.2  steps to 1e-6 flat in m: |log-log slope of t_eps against m| < 0.2.
+B1.3  the late slope approaches the kernel prediction as m grows: log-log slope of rel_err
+      against m <= 0 ('disagrees' only when the whole 95% interval is above 0).
+B1.2 and B1.3 fit the widths at which every seed reached 1e-6 within the step budget (at least
+MIN_FIT_WIDTHS of them, else 'inconclusive'); the claim text names the widths left out (the
+theorem is for m above a threshold, and a narrow net that has not converged in the budget is
+reported, not hidden).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from rnn_ntk import plots, stats
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+
+NAME = "b1_linear_convergence"
+TITLE = ("Linear convergence of full-batch GD on random labels (ReLU Elman RNN): log loss vs "
+         "step, late-phase rate vs the kernel prediction, steps to 1e-6 vs width")
+
+EPS = 1e-6
+FLOOR = 1e-13
+FLAT_TOL = 0.2
+R2_MIN = 0.99
+MIN_LATE_POINTS = 3
+MIN_FIT_WIDTHS = 3
+
+
+def _load_l1():
+    path = Path(__file__).resolve().parent / "l1_net_vs_linearized.py"
+    spec = importlib.util.spec_from_file_location("rnn_ntk_experiments_l1_for_b1", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+l1 = _load_l1()
+BASE_SEED = 2019
+
+SETTINGS = {
+    "ci": l1.Setting(widths=(16, 32), seeds=2, n=3, length=3, steps=1000, log_every=10, n_probe=1,
+                     kernel_logs=0, pad=True, dtype="float64"),
+    "default": l1.Setting(widths=(64, 128, 256, 512), seeds=5, n=8, length=5, steps=3000,
+                          log_every=10, n_probe=1, kernel_logs=0, dtype="float64"),
+    "large": l1.Setting(widths=(128, 256, 512, 1024, 2048), seeds=5, n=64, length=10,
+                        steps=150000, log_every=500, n_probe=1, kernel_logs=0, dtype="float64"),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics (public: tested on synthetic curves in tests/experiments/test_b1_linear_convergence.py)
+
+def steps_to_fraction(steps_L: np.ndarray, loss_L: np.ndarray, frac: float = EPS) -> float:
+    """First step t with loss(t) <= frac * loss(0), interpolating log loss linearly between the
+    two logged steps around the crossing; NaN if never reached."""
+    steps = np.asarray(steps_L, np.float64)
+    loss = np.asarray(loss_L, np.float64)
+    target = frac * loss[0]
+    below = np.flatnonzero(loss <= target)
+    if below.size == 0:
+        return math.nan
+    j = int(below[0])
+    if j == 0:
+        return float(steps[0])
+    a, b = math.log(loss[j - 1]), math.log(max(loss[j], np.finfo(np.float64).tiny))
+    lt = math.log(target)
+    return float(steps[j - 1] + (steps[j] - steps[j - 1]) * (a - lt) / (a - b))
+
+
+def late_phase_fit(steps_L: np.ndarray, loss_L: np.ndarray, eps: float = EPS,
+                   floor: float = FLOOR) -> stats.Fit | None:
+    """fit_line of log loss against step over the logged steps t >= t_eps with
+    loss / loss(0) >= floor; None when fewer than MIN_LATE_POINTS such steps."""
+    steps = np.asarray(steps_L, np.float64)
+    loss = np.asarray(loss_L, np.float64)
+    t_eps = steps_to_fraction(steps, loss, eps)
+    if not math.isfinite(t_eps):
+        return None
+    keep = (steps >= t_eps) & np.isfinite(loss) & (loss >= floor * loss[0])
+    if keep.sum() < MIN_LATE_POINTS:
+        return None
+    return stats.fit_line(steps[keep], np.log(loss[keep]))
+
+
+def kernel_rate(lr: float, lam_min: float) -> float:
+    """Predicted d log L / dt in the slowest kernel direction: 2 log(1 - lr lambda_min)."""
+    return 2.0 * math.log(abs(1.0 - lr * lam_min))
+
+
+# ----------------------------------------------------------------------------------------------
+# protocol
+
+def _path(results_dir: str | Path, width: int) -> Path:
+    return Path(results_dir) / NAME / f"width_{width}.npz"
+
+
+def run(results_dir: str | Path, scale: str = "default") -> None:
+    st = SETTINGS[check_scale(scale)]
+    for m in st.widths:
+        meta = {"scale": scale, "width": m, "setting": st._asdict(), "c_step": l1.C_STEP,
+                "delta": l1.DELTA, "base_seed": BASE_SEED}
+        path = _path(results_dir, m)
+        if l1._done(path, meta):
+            continue
+        for stale in path.parent.glob("width_*.npz"):
+            if load_arrays(stale)[1].get("scale") != scale:
+                stale.unlink()
+        with jax.enable_x64(True):
+            out = l1.train_width(st, m, linearized=False, kernel=False, base_seed=BASE_SEED)
+        save_arrays(path, meta, **out)
+
+
+def load(results_dir: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    files = sorted(Path(results_dir, NAME).glob("width_*.npz"),
+                   key=lambda p: int(p.stem.split("_")[1]))
+    if not files:
+        raise FileNotFoundError(f"no stored runs under {Path(results_dir, NAME)}; run() first")
+    arrs = [load_arrays(p)[0] for p in files]
+    widths = np.array([int(p.stem.split("_")[1]) for p in files])
+    keys = set.intersection(*(set(a) for a in arrs))
+    return widths, {k: np.stack([a[k] for a in arrs]) for k in keys}
+
+
+def summary(results_dir: str | Path) -> dict[str, Any]:
+    widths, a = load(results_dir)
+    W, S = a["lr"].shape
+    steps = a["steps"][0]
+    t_eps = np.full((W, S), np.nan)
+    late = np.full((W, S), np.nan)
+    r2 = np.full((W, S), np.nan)
+    pred = np.full((W, S), np.nan)
+    for i in range(W):
+        for s in range(S):
+            loss = a["train_loss"][i, s]
+            t_eps[i, s] = steps_to_fraction(steps, loss)
+            f = late_phase_fit(steps, loss)
+            if f is not None:
+                late[i, s], r2[i, s] = f.slope, f.r2
+            pred[i, s] = kernel_rate(a["lr"][i, s], a["lam_min"][i, s])
+    rel = np.abs(late - pred) / np.abs(pred)
+    fits, complete = {}, {}
+    for key, v in (("t_eps", t_eps), ("rel_err", rel)):
+        ok = np.all(np.isfinite(v) & (v > 0), axis=1)        # widths where every seed has it
+        complete[key] = ok
+        if ok.sum() >= MIN_FIT_WIDTHS:
+            fits[key] = stats.fit_power_law(widths[ok], v[ok].T)
+    return {"widths": widths, "arrays": a, "t_eps": t_eps, "late": late, "r2": r2, "pred": pred,
+            "rel_err": rel, "fits": fits, "complete": complete,
+            "diverged": bool(np.any(a["diverged"]))}
+
+
+def _excluded(widths: np.ndarray, ok: np.ndarray) -> str:
+    if np.all(ok):
+        return ""
+    return (f"; fit over m = {', '.join(str(w) for w in widths[ok])}: at m = "
+            f"{', '.join(str(w) for w in widths[~ok])} some seed never reached {EPS:g}")
+
+
+def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
+    s = summary(results_dir)
+    widths, a = s["widths"], s["arrays"]
+    steps = a["steps"][0]
+    cols = plots.width_colors(len(widths))
+    fig, ax = plots.new_figure(3, 1, width=3.3)
+    for i, m in enumerate(widths):
+        loss = a["train_loss"][i, 0]
+        ax[0, 0].plot(steps, loss / loss[0], color=cols[i], label=f"m={m}")
+    i = len(widths) - 1
+    t0 = s["t_eps"][i, 0]
+    if math.isfinite(t0):
+        tt = np.array([t0, steps[-1]])
+        ax[0, 0].plot(tt, EPS * np.exp(s["pred"][i, 0] * (tt - t0)), "r--", lw=1,
+                      label="kernel rate, widest")
+    ax[0, 0].axhline(EPS, color="gray", lw=0.8, ls=":")
+    ax[0, 0].set_yscale("log")
+    ax[0, 0].set_ylim(max(FLOOR / 10, np.nanmin(a["train_loss"][:, 0] / a["train_loss"][:, 0, :1])),
+                      10)
+    ax[0, 0].set_xlabel("steps")
+    ax[0, 0].set_ylabel("L(t) / L(0)  (seed 0)")
+    ax[0, 0].legend(fontsize=6)
+
+    mean, sem = stats.mean_sem(s["t_eps"], axis=1)
+    f = s["fits"].get("t_eps")
+    ok = s["complete"]["t_eps"]
+    ax[0, 1].errorbar(widths[ok], mean[ok], yerr=sem[ok], marker="o",
+                      label=f"all seeds reached, slope {f.slope:.2f}" if f else "all seeds reached")
+    if np.any(~ok):
+        ax[0, 1].plot(widths[~ok], mean[~ok], "o", mfc="none", color="C3",
+                      label="mean of the seeds that reached")
+    ax[0, 1].set_xscale("log", base=2)
+    ax[0, 1].set_xlabel("width m")
+    ax[0, 1].set_ylabel(f"steps to L/L(0) = {EPS:g}")
+    ax[0, 1].set_ylim(0, None)
+    ax[0, 1].legend(fontsize=7)
+
+    ml, el = stats.mean_sem(s["late"], axis=1)
+    mp, ep = stats.mean_sem(s["pred"], axis=1)
+    ax[0, 2].errorbar(widths, -ml, yerr=el, marker="o", label="measured late rate")
+    ax[0, 2].errorbar(widths, -mp, yerr=ep, marker="s",
+                      label="-2 log(1 - lr lam_min(K0))")
+    f = s["fits"].get("rel_err")
+    if f:
+        ax[0, 2].plot([], [], " ", label=f"rel. error slope {f.slope:.2f}")
+    ax[0, 2].set_xscale("log", base=2)
+    ax[0, 2].set_xlabel("width m")
+    ax[0, 2].set_ylabel("-d log L / dt  (per step)")
+    ax[0, 2].legend(fontsize=7)
+    return plots.save(fig, Path(fig_dir) / f"{NAME}")
+
+
+def claims(results_dir: str | Path) -> list[Claim]:
+    s = summary(results_dir)
+    widths = s["widths"]
+    rng = f"m = {widths[0]}..{widths[-1]}, {s['r2'].shape[1]} seeds"
+    note = " (some run diverged)" if s["diverged"] else ""
+    out = []
+    r2 = s["r2"]
+    have = np.isfinite(r2)
+    if np.any(have):
+        est = float(np.min([np.mean(r[h]) for r, h in zip(r2, have) if np.any(h)]))
+        iv = (float(np.min(r2[have])), float(np.max(r2[have])))
+        value = f"{est:.5f} (runs {iv[0]:.5f}..{iv[1]:.5f})"
+        if not np.all(have):
+            value += f"; {int(np.sum(~have))} of {r2.size} runs never reached {EPS:g}: no late phase"
+        v = stats.verdict(est, iv, R2_MIN, 1.0)
+    else:
+        value = f"all {r2.size} runs never reached {EPS:g}"
+        v = "inconclusive"
+    out.append(Claim(NAME, f"B1.1 the log loss falls on a straight line (geometric convergence) "
+                     f"({rng}){note}", "r^2 of the late-phase fit of log L vs step (smallest "
+                     "seed mean over widths)", value, f"r^2 > {R2_MIN}", v))
+    f = s["fits"].get("t_eps")
+    ok = s["complete"]["t_eps"]
+    te = np.mean(s["t_eps"][ok], axis=1) if np.any(ok) else np.array([np.nan])
+    wt = widths[ok] if np.any(ok) else widths
+    exc = _excluded(widths, ok)
+    if f is None:
+        out.append(Claim(NAME, f"B1.2 steps to {EPS:g} of the initial loss do not grow with m ({rng})",
+                         "log-log slope of t_eps vs m", f"not measurable (fewer than {MIN_FIT_WIDTHS} "
+                         f"widths where every seed reached eps{exc})", f"|slope| < {FLAT_TOL}", "inconclusive"))
+    else:
+        out.append(Claim(NAME, f"B1.2 steps to {EPS:g} of the initial loss do not grow with m at "
+                         f"fixed eta*m ({rng}; {te[0]:.0f} steps at m={wt[0]}, {te[-1]:.0f} "
+                         f"at m={wt[-1]}{exc})", "log-log slope of t_eps vs m", l1.fmt_fit(f),
+                         f"|slope| < {FLAT_TOL}", stats.verdict(f.slope, f.ci95, -FLAT_TOL, FLAT_TOL)))
+    f = s["fits"].get("rel_err")
+    ok = s["complete"]["rel_err"]
+    re = np.mean(s["rel_err"][ok], axis=1) if np.any(ok) else np.array([np.nan])
+    wt = widths[ok] if np.any(ok) else widths
+    claim = (f"B1.3 the late-phase rate approaches the kernel prediction 2 log(1 - lr "
+             f"lambda_min(K_0)) as m grows ({rng}; relative error {re[0]:.3g} at m={wt[0]}, "
+             f"{re[-1]:.3g} at m={wt[-1]}{_excluded(widths, ok)})")
+    if f is None:
+        out.append(Claim(NAME, claim, "log-log slope of the relative error vs m",
+                         f"not measurable (fewer than {MIN_FIT_WIDTHS} widths with a late "
+                         f"phase in every seed)", "slope <= 0",
+                         "inconclusive"))
+    else:
+        out.append(Claim(NAME, claim, "log-log slope of the relative error vs m", l1.fmt_fit(f),
+                         "slope <= 0", stats.verdict(f.slope, f.ci95, -math.inf, 0.0)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=TITLE)
+    ap.add_argument("--scale", choices=["ci", "default", "large"], default="default")
+    ap.add_argument("--results", default="results/")
+    ap.add_argument("--figures", default="figures/")
+    args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    run(args.results, args.scale)
+    for p in figures(args.results, args.figures):
+        print(p)
+    for c in claims(args.results):
+        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""B1 (linear convergence): the statistics on synthetic curves with known answers, and the
+experiment end to end at scale 'ci'."""
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnn_ntk.reproduce import VERDICTS
+
+_PATH = Path(__file__).resolve().parents[2] / "experiments" / "b1_linear_convergence.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("b1_linear_convergence_under_test", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+b1 = _load()
+
+
+def test_steps_to_fraction_of_an_exponential_is_exact():
+    rate = 0.037
+    steps = np.arange(0, 1001, 10)
+    loss = 3.0 * np.exp(-rate * steps)
+    got = b1.steps_to_fraction(steps, loss, 1e-6)
+    assert got == pytest.approx(math.log(1e6) / rate, rel=1e-10)   # log-linear interpolation
+    assert math.isnan(b1.steps_to_fraction(steps, loss, 1e-30))
+    assert b1.steps_to_fraction(steps, loss, 2.0) == 0.0
+
+
+def test_late_phase_fit_recovers_the_slowest_rate_after_a_transient():
+    steps = np.arange(0, 3001, 10).astype(float)
+    fast, slow = 0.2, 0.011
+    loss = 5.0 * np.exp(-fast * steps) + 1e-3 * np.exp(-slow * steps)
+    f = b1.late_phase_fit(steps, loss)
+    assert f.slope == pytest.approx(-slow, rel=1e-6)
+    assert f.r2 > 0.999999
+    # a curve that stalls above eps has no late phase
+    assert b1.late_phase_fit(steps, 1.0 + np.exp(-steps)) is None
+
+
+def test_kernel_rate_is_the_slowest_mode_of_gd_on_a_quadratic():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6))
+    K = A @ A.T + 0.05 * np.eye(6)
+    lam = np.linalg.eigvalsh(K)
+    lr = 1.0 / lam[-1]
+    y = rng.normal(size=6)
+    f = np.zeros(6)
+    steps, loss = [], []
+    for t in range(0, 20001):
+        if t % 20 == 0:
+            steps.append(t)
+            loss.append(0.5 * np.sum((f - y) ** 2))
+        f = f - lr * K @ (f - y)
+    fit = b1.late_phase_fit(np.array(steps), np.array(loss))
+    assert fit is not None
+    assert fit.slope == pytest.approx(b1.kernel_rate(lr, lam[0]), rel=1e-3)
+
+
+def test_ci_end_to_end(tmp_path):
+    res = tmp_path / "results"
+    b1.run(res, "ci")
+    files = sorted((res / b1.NAME).glob("width_*.npz"))
+    assert len(files) == len(b1.SETTINGS["ci"].widths)
+    s = b1.summary(res)
+    assert not s["diverged"]
+    loss = s["arrays"]["train_loss"]
+    assert np.all(loss[..., -1] < 1e-2 * loss[..., 0])                # GD at lr = 1/lambda_max fits
+    np.testing.assert_allclose(s["arrays"]["lr"] * s["arrays"]["lam_max"], 1.0, rtol=1e-12)
+    paths = b1.figures(res, tmp_path / "fig")
+    assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
+    cl = b1.claims(res)
+    assert len(cl) == 3
+    assert all(c.verdict in VERDICTS and c.experiment == b1.NAME for c in cl)
