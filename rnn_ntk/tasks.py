@@ -8,10 +8,12 @@ them, jitted or vmapped, never recompiles. Defaults come from :func:`default_tas
 Conventions (1-indexed positions t = 1..T in the math, 0-indexed in code):
 
 * ``sample_task(tcfg, key, thp)`` draws the train set from ``fold_in(key, 0)``, the test set from
-  ``fold_in(key, 1)`` and the target function from ``fold_in(key, 2)`` (shared by both). Inside
-  the target key, ``fold_in(., 0)`` draws the function's weights and ``fold_in(., 1)`` a reference
-  sample of ``n_ref`` inputs used only to normalise the targets (Monte-Carlo estimates of the
-  moments below), so normalisation is a fixed property of the target function, never of the data.
+  ``fold_in(key, 1)`` and the target function from kt = ``fold_in(key, 2)`` (shared by both).
+  kt' = ``fold_in(kt, 1)`` draws the function's weights together with a reference sample of
+  ``n_ref`` inputs used only to normalise the targets (Monte-Carlo estimates of the moments
+  below), so normalisation is a fixed property of the target function, never of the data; the
+  teacher's parameters come from ``fold_in(kt, 0)``. Each of these keys is used for one flat
+  Gaussian draw that is sliced into the pieces (fewer random draws compile much faster on CPU).
 * x is (n, T, d); y is (n, k) for target 'last' (y_T) and (n, T, k) for target 'all' (y_1..y_T).
 * ``label_noise`` is the std of Gaussian noise added to the *train* labels only.
 * Tokens of norm ``eps_x`` are ``eps_x * u`` with u uniform on the unit sphere (of the subspace
@@ -33,7 +35,8 @@ Kinds (:data:`TASK_KINDS`):
     sequence; x_{i+1} = z_i (i = 1..T-1) with z_i of norm ``eps_x`` <= 1 in the first d-1
     coordinates (last coordinate 0). With a_ij ~ N(0, 1) (one per output), w_ij ~ N(0, I_d) and
     phi_j cycling through (z^2, sin z, cos z, exp z) for j = 1..p (``n_terms``),
-        S_i(z) = sum_{j<=p} a_ij phi_j(<w_ij, z>),     y_{l+1} = (1/sqrt l) sum_{i<=l} (S_i(z_i) - mu_i) / sd_i,
+        S_i(z) = sum_{j<=p} a_ij phi_j(<w_ij, z>),
+        y_{l+1} = (1/sqrt l) sum_{i<=l} (S_i(z_i) - mu_i) / sd_i,
     where mu_i, sd_i are the mean and std of S_i(z) under the token distribution (reference
     sample). So every term is standardised and E y_t = 0, Var y_t = 1 for every t >= 2 (up to
     the reference sample's Monte-Carlo error), for any ``eps_x``; y_1 = 0.
@@ -66,7 +69,9 @@ Kinds (:data:`TASK_KINDS`):
     input drive has variance eps_x^2, s_b = 0), parameters ``init_params(cfg, fold_in(fold_in(key,
     2), 0))`` and outputs ``apply(cfg, params, x, scales=Scales(teacher_sigma_w, sqrt(d), 0, c,
     m))``: the normalisation is the read-out multiplier c = 1/RMS of the s_v = 1 output at step
-    T, so Var y_T is about 1 (mean 0 for an odd activation such as the default tanh).
+    T (over the reference sample and the k outputs), so Var y_T averaged over the outputs is
+    about 1 (single outputs vary with the teacher's read-out column norms); mean 0 for an odd
+    activation such as the default tanh.
 """
 from __future__ import annotations
 
@@ -262,86 +267,98 @@ def _resolve_hparams(tcfg: TaskConfig, thp: dict[str, Any] | None) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------------------------
-# inputs
+# randomness: one flat Gaussian draw per key (XLA:CPU compile time grows with each separate draw
+# and is several times larger for a rank-3 draw than for a flat one)
 
-def _normal(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
-    """N(0, 1) of ``shape``, drawn flat and reshaped (XLA:CPU compiles a flat draw several times
-    faster than a rank-3 one)."""
-    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+def _draw(key: Array, shapes: dict[str, tuple[int, ...]], dtype: Any) -> dict[str, Array]:
+    """Independent N(0, 1) arrays of the given shapes, all sliced from one flat draw of ``key``."""
+    sizes = [math.prod(s) for s in shapes.values()]
+    flat = jax.random.normal(key, (sum(sizes),), dtype)
+    out, i = {}, 0
+    for (name, shape), size in zip(shapes.items(), sizes):
+        out[name] = flat[i:i + size].reshape(shape)
+        i += size
+    return out
 
 
-def _sphere(key: Array, shape: tuple[int, ...], dim: int, dtype: Any) -> Array:
-    """shape + (dim,) vectors uniform on the unit sphere of R^dim."""
-    g = _normal(key, shape + (dim,), dtype)
+def _unit(g: Array) -> Array:
+    """Gaussian vectors (last axis) -> uniform on the unit sphere."""
     return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
 
+
+# ----------------------------------------------------------------------------------------------
+# inputs
 
 def _min_pair_distance(v_ND: Array, block: int = 512) -> Array:
     """min_{i != j} ||v_i - v_j|| for unit rows v (n, e), in row blocks (memory O(block * n))."""
     n = v_ND.shape[0]
     if n < 2:
         return jnp.asarray(2.0, v_ND.dtype)  # no pairs: the largest distance of unit vectors
-    B = min(n, block)
-    nb = -(-n // B)
-    vp = jnp.pad(v_ND, ((0, nb * B - n), (0, 0)))
-    rows = jnp.arange(nb * B).reshape(nb, B)
     cols = jnp.arange(n)
 
     def max_dot(r_B: Array) -> Array:
-        G = vp[r_B] @ v_ND.T
+        G = v_ND[jnp.minimum(r_B, n - 1)] @ v_ND.T
         off = (r_B[:, None] != cols[None, :]) & (r_B[:, None] < n)
         return jnp.max(jnp.where(off, G, -jnp.inf))
 
-    dot = jnp.max(jax.lax.map(max_dot, rows))
+    if n <= block:
+        dot = max_dot(cols)
+    else:
+        nb = -(-n // block)
+        dot = jnp.max(jax.lax.map(max_dot, jnp.arange(nb * block).reshape(nb, block)))
     return jnp.sqrt(jnp.maximum(2.0 - 2.0 * dot, 0.0))
 
 
-def _random_label_inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
+def _input_shapes(tcfg: TaskConfig, n: int) -> dict[str, tuple[int, ...]]:
+    """Gaussian draws that n input sequences are built from."""
     T, d = tcfg.length, tcfg.input_dim
-    k1, k2 = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    v = _sphere(k1, (n,), d - 2, dtype)
-    s_min = _min_pair_distance(v)
-    delta = jnp.asarray(hp["delta"], dtype)
-    sin_th = jnp.where(s_min > 0, jnp.minimum(1.0, math.sqrt(2.0) * delta / jnp.where(
-        s_min > 0, s_min, 1.0)), 1.0)
-    cos_th = jnp.sqrt(jnp.maximum(1.0 - sin_th * sin_th, 0.0))
+    if tcfg.kind == "random_labels":
+        return {"v": (n, d - 2), "z": (n, T - 1, d)}
+    if tcfg.kind == "concept":
+        return {"z": (n, T - 1, d - 1)}
+    return {"z": (n, T, d)}
+
+
+def _concept_tokens(g: Array, eps: Any, dtype: Any) -> Array:
+    """Tokens z of norm eps in the first d-1 coordinates (last coordinate 0) from Gaussians g
+    (..., d-1): (..., d)."""
+    return jnp.concatenate([jnp.asarray(eps, dtype) * _unit(g), jnp.zeros(g.shape[:-1] + (1,), dtype)],
+                           axis=-1)
+
+
+def _build_inputs(tcfg: TaskConfig, g: dict[str, Array], hp: dict, dtype: Any) -> Array:
+    """Input sequences (n, T, d) from the Gaussian draws of :func:`_input_shapes`."""
+    eps = jnp.asarray(hp["eps_x"], dtype)
     r = 1.0 / math.sqrt(2.0)
-    ones = jnp.ones((n, 1), dtype)
-    x1 = jnp.concatenate([r * cos_th * ones, (r * sin_th) * v, r * ones], axis=-1)
-    rest = jnp.asarray(hp["eps_x"], dtype) * _sphere(k2, (n, T - 1), d, dtype)
-    return jnp.concatenate([x1[:, None, :], rest], axis=1)
-
-
-def _concept_tokens(tcfg: TaskConfig, key: Array, shape: tuple[int, ...], eps: Any,
-                    dtype: Any) -> Array:
-    """Tokens z of norm eps in the first d-1 coordinates (last coordinate 0): shape + (d,)."""
-    u = _sphere(key, shape, tcfg.input_dim - 1, dtype)
-    return jnp.concatenate([jnp.asarray(eps, dtype) * u, jnp.zeros(shape + (1,), dtype)], axis=-1)
-
-
-def _concept_inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
-    d = tcfg.input_dim
-    x1 = jnp.zeros((d,), dtype).at[0].set(1.0 / math.sqrt(2.0)).at[d - 1].set(1.0 / math.sqrt(2.0))
-    z = _concept_tokens(tcfg, key, (n, tcfg.length - 1), hp["eps_x"], dtype)
-    return jnp.concatenate([jnp.broadcast_to(x1, (n, 1, d)), z], axis=1)
-
-
-def _sphere_inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
-    return jnp.asarray(hp["eps_x"], dtype) * _sphere(key, (n, tcfg.length), tcfg.input_dim, dtype)
+    if tcfg.kind == "random_labels":
+        v = _unit(g["v"])
+        n = v.shape[0]
+        s_min = _min_pair_distance(v)
+        delta = jnp.asarray(hp["delta"], dtype)
+        safe = jnp.where(s_min > 0, s_min, 1.0)
+        sin_th = jnp.where(s_min > 0, jnp.minimum(1.0, math.sqrt(2.0) * delta / safe), 1.0)
+        cos_th = jnp.sqrt(jnp.maximum(1.0 - sin_th * sin_th, 0.0))
+        ones = jnp.ones((n, 1), dtype)
+        x1 = jnp.concatenate([(r * cos_th) * ones, (r * sin_th) * v, r * ones], axis=-1)
+        return jnp.concatenate([x1[:, None, :], eps * _unit(g["z"])], axis=1)
+    if tcfg.kind == "concept":
+        z = _concept_tokens(g["z"], eps, dtype)
+        n, d = z.shape[0], tcfg.input_dim
+        x1 = jnp.zeros((d,), dtype).at[0].set(r).at[d - 1].set(r)
+        return jnp.concatenate([jnp.broadcast_to(x1, (n, 1, d)), z], axis=1)
+    return eps * _unit(g["z"])
 
 
 def sample_inputs(tcfg: TaskConfig, key: Array, n: int, thp: dict | None = None,
                   dtype: Any = jnp.float32) -> Array:
-    """n input sequences (n, T, d) of the task's input distribution, drawn from ``key``."""
-    return _inputs(tcfg, key, n, _resolve_hparams(tcfg, thp), jnp.dtype(dtype))
+    """n fresh input sequences (n, T, d) of the task's input distribution, drawn from ``key``
+    (e.g. extra evaluation inputs for :func:`target_values`; jitted, ``n`` static)."""
+    return _sample_inputs(tcfg, key, n, _resolve_hparams(tcfg, thp), jnp.dtype(dtype))
 
 
-def _inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
-    if tcfg.kind == "random_labels":
-        return _random_label_inputs(tcfg, key, n, hp, dtype)
-    if tcfg.kind == "concept":
-        return _concept_inputs(tcfg, key, n, hp, dtype)
-    return _sphere_inputs(tcfg, key, n, hp, dtype)
+@functools.partial(jax.jit, static_argnames=("tcfg", "n", "dtype"))
+def _sample_inputs(tcfg: TaskConfig, key: Array, n: int, hp: dict, dtype: Any) -> Array:
+    return _build_inputs(tcfg, _draw(key, _input_shapes(tcfg, n), dtype), hp, dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,29 +393,6 @@ def _teacher_scales(tcfg: TaskConfig, sigma_w: Any, sigma_v: Any, dtype: Any) ->
                         width=jnp.asarray(float(tcfg.teacher_width), dtype))
 
 
-def _raw_targets(tcfg: TaskConfig, tp: dict, x_NTD: Array) -> Array:
-    """Unnormalised 'all'-position outputs for the kinds normalised by one constant: (n, T, k)."""
-    kind = tcfg.kind
-    n, T, _ = x_NTD.shape
-    if kind == "wang_nvar":
-        f = LINKS[tcfg.link]
-        l0 = tcfg.span
-        xp = jnp.pad(x_NTD, ((0, 0), (l0, 0), (0, 0)))  # x_{t - l0 + o} = xp[t + o]
-        s = sum(jnp.einsum("ntd,dk->ntk", xp[:, o:o + T, :], tp["beta"][j])
-                for j, o in enumerate(nvar_offsets(tcfg)))
-        return f(s)
-    if kind == "lag":
-        f = LINKS[tcfg.link]
-        k_lag = jnp.round(tp["lag"]).astype(jnp.int32)
-        idx = jnp.arange(T) - k_lag
-        xs = jnp.take(x_NTD, jnp.clip(idx, 0, T - 1), axis=1)
-        g = f(jnp.einsum("ntd,dk->ntk", xs, tp["beta"]))
-        return jnp.where((idx >= 0)[None, :, None], g, 0.0)
-    if kind == "state_space":
-        return jnp.einsum("ntr,kr->ntk", state_space_states(tp, x_NTD), tp["C"])
-    raise AssertionError(kind)
-
-
 @jax.jit
 def state_space_states(tparams: dict, x_NTD: Array) -> Array:
     """States s_1..s_T (n, T, r) of s_t = rho s_{t-1} + (1 - rho) tanh(A s_{t-1} + B x_t), s_0 = 0."""
@@ -422,10 +416,32 @@ def _concept_terms(tcfg: TaskConfig, tp: dict, z_NLD: Array) -> Array:
     return jnp.einsum("...lj,ljk->...lk", P, tp["a"])
 
 
+def _target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
+    """Gaussian draws of the target's weights and of its reference sample ('ref')."""
+    T, d, k, R = tcfg.length, tcfg.input_dim, tcfg.output_dim, tcfg.n_ref
+    kind = tcfg.kind
+    if kind == "concept":
+        return {"a": (T - 1, tcfg.n_terms, k), "w": (T - 1, tcfg.n_terms, d), "ref": (R, d - 1)}
+    if kind == "wang_additive":
+        return {"beta": (T, d, k), "ref": (R, d)}
+    if kind == "wang_nvar":
+        return {"beta": (tcfg.n_vars, d, k), "ref": (R, tcfg.n_vars, d)}
+    if kind == "lag":
+        return {"beta": (d, k), "ref": (R, d)}
+    if kind == "state_space":
+        r = tcfg.state_dim
+        return {"G": (r, r), "B": (r, d), "C": (k, r), "ref": (R, T, d)}
+    if kind == "teacher":
+        return {"ref": (R, T, d)}
+    raise AssertionError(kind)
+
+
 def target_params(tcfg: TaskConfig, key: Array, thp: dict | None = None,
                   dtype: Any = jnp.float32) -> dict[str, Any]:
-    """The target function of the task with key ``key`` (it uses ``fold_in(key, 2)``): a pytree.
+    """The target function of the task with key ``key``: a pytree.
 
+    Drawn from kt = fold_in(key, 2): weights and reference sample from fold_in(kt, 1), the
+    teacher's parameters from ``init_params(teacher_config(tcfg), fold_in(kt, 0))``.
     concept: a (T-1, p, k), w (T-1, p, d), mu, sd (T-1, k).  wang_additive: beta (T, d, k),
     var (T, k) = E f(beta_t^T x)^2.  wang_nvar: beta (N, d, k), c (k,).  lag: beta (d, k), c (k,),
     lag.  state_space: A (r, r), B (r, d), C (k, r), rho, c (k,).  teacher: params (the teacher's
@@ -439,51 +455,35 @@ def target_params(tcfg: TaskConfig, key: Array, thp: dict | None = None,
 @functools.partial(jax.jit, static_argnames=("tcfg", "dtype"))
 def _target_params(tcfg: TaskConfig, key: Array, hp: dict, dtype: Any) -> dict[str, Any]:
     kt = jax.random.fold_in(key, 2)
-    kw, kref = jax.random.fold_in(kt, 0), jax.random.fold_in(kt, 1)
-    ks = [jax.random.fold_in(kw, i) for i in range(4)]
-    T, d, k, R = tcfg.length, tcfg.input_dim, tcfg.output_dim, tcfg.n_ref
+    g = _draw(jax.random.fold_in(kt, 1), _target_shapes(tcfg), dtype)
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    f = LINKS[tcfg.link]
     kind = tcfg.kind
     if kind == "concept":
-        L, p = T - 1, tcfg.n_terms
-        tp: dict[str, Any] = {"a": _normal(ks[0], (L, p, k), dtype),
-                              "w": _normal(ks[1], (L, p, d), dtype)}
-        S_ref = _concept_terms(tcfg, tp, _concept_tokens(tcfg, kref, (R,), hp["eps_x"], dtype)[:, None, :])
-        tp["mu"] = jnp.mean(S_ref, axis=0)
+        tp: dict[str, Any] = {"a": g["a"], "w": g["w"]}
+        S_ref = _concept_terms(tcfg, tp, _concept_tokens(g["ref"], eps, dtype)[:, None, :])
         sd = jnp.std(S_ref, axis=0)
-        tp["sd"] = jnp.where(sd > 0, sd, 1.0)
-        return tp
+        return dict(tp, mu=jnp.mean(S_ref, axis=0), sd=jnp.where(sd > 0, sd, 1.0))
     if kind == "wang_additive":
-        beta = _normal(ks[0], (T, d, k), dtype)
-        x_ref = _sphere_inputs(tcfg, kref, R, hp, dtype)[:, 0, :]          # (R, d)
-        F = LINKS[tcfg.link](jnp.einsum("rd,tdk->rtk", x_ref, beta))
-        return {"beta": beta, "var": jnp.mean(F * F, axis=0)}
+        F = f(jnp.einsum("rd,tdk->rtk", eps * _unit(g["ref"]), g["beta"]))
+        return {"beta": g["beta"], "var": jnp.mean(F * F, axis=0)}
     if kind == "wang_nvar":
-        N = tcfg.n_vars
-        tp = {"beta": _normal(ks[0], (N, d, k), dtype) / math.sqrt(N)}
-        x_ref = _sphere_inputs(tcfg, kref, R, hp, dtype)[:, :N, :]   # N <= span + 1 <= T tokens
-        s = jnp.einsum("rnd,ndk->rk", x_ref, tp["beta"])
-        tp["c"] = _rms_scale(LINKS[tcfg.link](s), axis=0)
-        return tp
+        beta = g["beta"] / math.sqrt(tcfg.n_vars)
+        s = jnp.einsum("rnd,ndk->rk", eps * _unit(g["ref"]), beta)
+        return {"beta": beta, "c": _rms_scale(f(s), axis=0)}
     if kind == "lag":
-        tp = {"beta": _normal(ks[0], (d, k), dtype), "lag": jnp.asarray(hp["lag"], dtype)}
-        x_ref = _sphere_inputs(tcfg, kref, R, hp, dtype)[:, 0, :]
-        tp["c"] = _rms_scale(LINKS[tcfg.link](x_ref @ tp["beta"]), axis=0)
-        return tp
+        return {"beta": g["beta"], "lag": jnp.asarray(hp["lag"], dtype),
+                "c": _rms_scale(f(eps * _unit(g["ref"]) @ g["beta"]), axis=0)}
     if kind == "state_space":
-        r = tcfg.state_dim
-        G = _normal(ks[0], (r, r), dtype)
-        tp = {"A": 0.5 * G / jnp.linalg.norm(G, ord=2),
-              "B": _normal(ks[1], (r, d), dtype),
-              "C": _normal(ks[2], (k, r), dtype) / math.sqrt(r),
-              "rho": jnp.asarray(hp["rho"], dtype)}
-        y_ref = _raw_targets(tcfg, tp, _sphere_inputs(tcfg, kref, R, hp, dtype))[:, -1, :]
-        tp["c"] = _rms_scale(y_ref, axis=0)
-        return tp
+        tp = {"A": 0.5 * g["G"] / jnp.linalg.norm(g["G"], ord=2), "B": g["B"],
+              "C": g["C"] / math.sqrt(tcfg.state_dim), "rho": jnp.asarray(hp["rho"], dtype)}
+        s_ref = state_space_states(tp, eps * _unit(g["ref"]))[:, -1, :]
+        return dict(tp, c=_rms_scale(s_ref @ tp["C"].T, axis=0))
     if kind == "teacher":
         cfg = teacher_config(tcfg)
-        params = model.init_params(cfg, kw, dtype)
+        params = model.init_params(cfg, jax.random.fold_in(kt, 0), dtype)
         scales = _teacher_scales(tcfg, hp["teacher_sigma_w"], 1.0, dtype)
-        y_ref = model.apply(cfg, params, _sphere_inputs(tcfg, kref, R, hp, dtype), scales=scales)
+        y_ref = model.apply(cfg, params, eps * _unit(g["ref"]), scales=scales)
         if tcfg.target == "all":
             y_ref = y_ref[:, -1, :]
         return {"params": params,
@@ -499,6 +499,7 @@ def target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
     """
     kind = tcfg.kind
     last = tcfg.target == "last"
+    n, T, _ = x_NTD.shape
     if kind == "random_labels":
         raise ConfigError("kind 'random_labels' has no target function (its labels are iid noise)")
     if kind == "teacher":
@@ -512,35 +513,51 @@ def target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
         return jnp.concatenate([jnp.zeros_like(cum[:, :1, :]), cum], axis=1)
     if kind == "wang_additive":
         F = LINKS[tcfg.link](jnp.einsum("ntd,tdk->ntk", x_NTD, tparams["beta"]))
-        var = tparams["var"]
-        cv = jnp.cumsum(var, axis=0)                                        # (T, k)
+        cv = jnp.cumsum(tparams["var"], axis=0)                              # (T, k)
         c = jnp.where(cv > 0, 1.0 / jnp.sqrt(jnp.where(cv > 0, cv, 1.0)), 1.0)
         if last:
             return jnp.sum(F, axis=1) * c[None, -1, :]
         return jnp.cumsum(F, axis=1) * c[None]
-    if kind == "wang_nvar" and last:
-        T, l0 = x_NTD.shape[1], tcfg.span
-        s = sum(x_NTD[:, T - 1 - l0 + o, :] @ tparams["beta"][j]
+    if kind == "wang_nvar":
+        f, l0, beta = LINKS[tcfg.link], tcfg.span, tparams["beta"]
+        if last:
+            s = sum(x_NTD[:, T - 1 - l0 + o, :] @ beta[j] for j, o in enumerate(nvar_offsets(tcfg)))
+            return tparams["c"][None, :] * f(s)
+        xp = jnp.pad(x_NTD, ((0, 0), (l0, 0), (0, 0)))    # x_{t - l0 + o} = xp[t + o], 0 before 1
+        s = sum(jnp.einsum("ntd,dk->ntk", xp[:, o:o + T, :], beta[j])
                 for j, o in enumerate(nvar_offsets(tcfg)))
-        return tparams["c"][None, :] * LINKS[tcfg.link](s)
-    y = tparams["c"][None, None, :] * _raw_targets(tcfg, tparams, x_NTD)
-    return y[:, -1, :] if last else y
+        return tparams["c"][None, None, :] * f(s)
+    if kind == "lag":
+        idx = jnp.arange(T) - jnp.round(tparams["lag"]).astype(jnp.int32)
+        xs = jnp.take(x_NTD, jnp.clip(idx, 0, T - 1), axis=1)
+        s = jnp.einsum("ntd,dk->ntk", xs, tparams["beta"])
+        g = tparams["c"][None, None, :] * LINKS[tcfg.link](s)
+        y = jnp.where((idx >= 0)[None, :, None], g, 0.0)
+        return y[:, -1, :] if last else y
+    if kind == "state_space":
+        s = state_space_states(tparams, x_NTD)
+        y = tparams["c"][None, None, :] * jnp.einsum("ntr,kr->ntk", s, tparams["C"])
+        return y[:, -1, :] if last else y
+    raise AssertionError(kind)
 
 
 # ----------------------------------------------------------------------------------------------
 # sampling
 
 def _split(tcfg: TaskConfig, key: Array, n: int, hp: dict, tparams: Any, dtype: Any,
-           noise_std: Any) -> tuple[Array, Array]:
-    x = _inputs(tcfg, jax.random.fold_in(key, 0), n, hp, dtype)
+           train: bool) -> tuple[Array, Array]:
+    """One data set from one Gaussian draw of ``key``: inputs, random labels, label noise."""
     y_shape = (n, tcfg.length, tcfg.output_dim) if tcfg.target == "all" else (n, tcfg.output_dim)
+    shapes = dict(_input_shapes(tcfg, n))
     if tcfg.kind == "random_labels":
-        y = _normal(jax.random.fold_in(key, 1), y_shape, dtype)
-    else:
-        y = target_values(tcfg, tparams, x)
-    if noise_std is not None:
-        y = y + jnp.asarray(noise_std, dtype) * _normal(jax.random.fold_in(key, 2), y_shape,
-                                                                  dtype)
+        shapes["labels"] = y_shape
+    if train:
+        shapes["noise"] = y_shape
+    g = _draw(key, shapes, dtype)
+    x = _build_inputs(tcfg, g, hp, dtype)
+    y = g["labels"] if tcfg.kind == "random_labels" else target_values(tcfg, tparams, x)
+    if train:
+        y = y + jnp.asarray(hp["label_noise"], dtype) * g["noise"]
     return x, y
 
 
@@ -562,9 +579,8 @@ def sample_task(tcfg: TaskConfig, key: Array, thp: dict | None = None,
 @functools.partial(jax.jit, static_argnames=("tcfg", "dtype"))
 def _sample_task(tcfg: TaskConfig, key: Array, hp: dict, dtype: Any) -> Data:
     tparams = None if tcfg.kind == "random_labels" else _target_params(tcfg, key, hp, dtype)
-    x_tr, y_tr = _split(tcfg, jax.random.fold_in(key, 0), tcfg.n_train, hp, tparams, dtype,
-                        hp["label_noise"])
-    x_te, y_te = _split(tcfg, jax.random.fold_in(key, 1), tcfg.n_test, hp, tparams, dtype, None)
+    x_tr, y_tr = _split(tcfg, jax.random.fold_in(key, 0), tcfg.n_train, hp, tparams, dtype, True)
+    x_te, y_te = _split(tcfg, jax.random.fold_in(key, 1), tcfg.n_test, hp, tparams, dtype, False)
     return Data(x_tr, y_tr, x_te, y_te)
 
 
