@@ -36,17 +36,20 @@ come from one vjp of :func:`rnn_ntk.model.forward` with respect to its ``perturb
 Jacobian method: the plain reference, per-example Jacobians of the trainable parameters (a vmap of
 ``jax.jacrev`` of :func:`rnn_ntk.model.apply`), flattened and contracted: memory O(n k P).
 
-Both methods block over examples (``block_size``, default from a memory estimate), keep the
-per-block stacks, and contract block pairs in a ``lax.map`` loop (only the upper triangle when
-``x2`` is None). Everything runs in one ``jax.jit`` compiled once per (cfg structure, shapes,
-method, blocks); sigmas and the width are traced (``scales``), so new values never recompile.
+Blocking: the stacks of all examples are kept (computed a wide block of examples at a time, so
+the recurrence runs on large batches), and the kernel is contracted tile by tile (``block_size``
+examples per tile; by default about 320 rows of examples x steps on CPU, where cache-sized Gram
+tiles are fastest, larger on accelerators, and smaller when the memory estimate asks for it) in a
+``lax.map`` loop over tile pairs, only on and above the diagonal when ``x2`` is None. Seeds run
+vmapped, or in memory-bounded batches. Everything runs in one ``jax.jit`` compiled once per
+(cfg structure, shapes, method, plan); sigmas and the width are traced (``scales``), so new values
+never recompile. The jacobian method uses a single tile unless ``block_size`` is given.
 """
 from __future__ import annotations
 
 import functools
 import math
-import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -273,14 +276,31 @@ _CONTRACT = {"structured": _structured_contract, "jacobian": _jacobian_contract}
 # blocking
 
 
-def _to_blocks(x: Array, lengths: Array, b: int) -> tuple[Array, Array]:
-    """Pad (n, T, d) to a multiple of b rows (padding: zero inputs, full length); (nb, b, T, d)."""
+class _Plan(NamedTuple):
+    """Static blocking: contraction tiles of t1 (t2) examples; stacks computed g1 (g2) tiles at a
+    time (so the recurrence runs on wide batches while the Gram tiles stay cache-sized); seeds
+    processed seed_batch at a time."""
+
+    t1: int
+    t2: int
+    g1: int
+    g2: int
+    seed_batch: int
+
+
+def _layout(n: int, t: int, g: int) -> tuple[int, int]:
+    """(number of real tiles, number of stack blocks) for n examples."""
+    nt = -(-n // t)
+    return nt, -(-nt // g)
+
+
+def _to_blocks(x: Array, lengths: Array, rows: int, nblocks: int) -> tuple[Array, Array]:
+    """Pad (n, T, d) to nblocks * rows (padding: zero inputs, full length); (nblocks, rows, T, d)."""
     n, T, d = x.shape
-    nb = -(-n // b)
-    pad = nb * b - n
+    pad = nblocks * rows - n
     x = jnp.pad(x, ((0, pad), (0, 0), (0, 0)))
     lengths = jnp.pad(lengths, (0, pad), constant_values=T)
-    return x.reshape(nb, b, T, d), lengths.reshape(nb, b)
+    return x.reshape(nblocks, rows, T, d), lengths.reshape(nblocks, rows)
 
 
 def _block_map(f, xs):
@@ -290,23 +310,30 @@ def _block_map(f, xs):
     return jax.lax.map(f, xs)
 
 
-def _kernel_one(cfg: RNNConfig, method: str, b1: int, b2: int, symmetric: bool, params: Params,
+def _tiled_stacks(stacks, x: Array, lengths: Array, t: int, g: int) -> dict[str, Array]:
+    """Stacks of x computed g tiles at a time, returned per tile: leaves (tiles, t, ...)."""
+    nt, ns = _layout(x.shape[0], t, g)
+    X, L = _to_blocks(x, lengths, g * t, ns)
+    S = _block_map(lambda xl: stacks(*xl), (X, L))
+    return jax.tree.map(lambda a: a.reshape((ns * g, t) + a.shape[2:]), S)
+
+
+def _kernel_one(cfg: RNNConfig, method: str, plan: _Plan, symmetric: bool, params: Params,
                 x1: Array, l1: Array, x2: Array, l2: Array, scales: Scales) -> Array:
     n1, T1, _ = x1.shape
     n2, T2, _ = x2.shape
+    t1, t2 = plan.t1, plan.t2
     stacks = functools.partial(_STACKS[method], cfg, params, scales=scales)
     contract = functools.partial(_CONTRACT[method], cfg)
-    X1, L1 = _to_blocks(x1, l1, b1)
-    S1 = _block_map(lambda xl: stacks(*xl), (X1, L1))
-    nb1 = X1.shape[0]
+    S1 = _tiled_stacks(stacks, x1, l1, t1, plan.g1)
+    nt1 = _layout(n1, t1, plan.g1)[0]
     if symmetric:
-        S2, nb2 = S1, nb1
-        pairs = [(i, j) for i in range(nb1) for j in range(i, nb1)]
+        S2, nt2 = S1, nt1
+        pairs = [(i, j) for i in range(nt1) for j in range(i, nt1)]
     else:
-        X2, L2 = _to_blocks(x2, l2, b2)
-        S2 = _block_map(lambda xl: stacks(*xl), (X2, L2))
-        nb2 = X2.shape[0]
-        pairs = [(i, j) for i in range(nb1) for j in range(nb2)]
+        S2 = _tiled_stacks(stacks, x2, l2, t2, plan.g2)
+        nt2 = _layout(n2, t2, plan.g2)[0]
+        pairs = [(i, j) for i in range(nt1) for j in range(nt2)]
     I = jnp.asarray([p[0] for p in pairs], jnp.int32)
     J = jnp.asarray([p[1] for p in pairs], jnp.int32)
 
@@ -314,36 +341,38 @@ def _kernel_one(cfg: RNNConfig, method: str, b1: int, b2: int, symmetric: bool, 
         i, j = ij
         return contract(jax.tree.map(lambda a: a[i], S1), jax.tree.map(lambda a: a[j], S2))
 
-    Kp = _block_map(pair, (I, J))                                       # (pairs, *block)
+    Kp = _block_map(pair, (I, J))                                       # (pairs, *tile)
     if len(pairs) == 1:
         K = Kp[0]
         return K[:n1, :, :n2] if cfg.readout == "all" else K[:n1, :n2]
-    full = jnp.zeros((nb1, nb2) + Kp.shape[1:], Kp.dtype)
+    full = jnp.zeros((nt1, nt2) + Kp.shape[1:], Kp.dtype)
     if symmetric:
         perm = (0, 3, 4, 1, 2) if cfg.readout == "all" else (0, 2, 1)
         full = full.at[J, I].set(jnp.transpose(Kp, perm))
     full = full.at[I, J].set(Kp)
     if cfg.readout == "all":
-        K = full.transpose(0, 2, 3, 1, 4, 5).reshape(nb1 * b1, T1, nb2 * b2, T2)
+        K = full.transpose(0, 2, 3, 1, 4, 5).reshape(nt1 * t1, T1, nt2 * t2, T2)
         return K[:n1, :, :n2]
-    return full.transpose(0, 2, 1, 3).reshape(nb1 * b1, nb2 * b2)[:n1, :n2]
+    return full.transpose(0, 2, 1, 3).reshape(nt1 * t1, nt2 * t2)[:n1, :n2]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "method", "b1", "b2", "seed_batch", "symmetric",
-                                             "seeded"))
-def _ntk_jit(cfg, method, b1, b2, seed_batch, symmetric, seeded, params, x1, l1, x2, l2, scales):
-    one = functools.partial(_kernel_one, cfg, method, b1, b2, symmetric)
+@functools.partial(jax.jit, static_argnames=("cfg", "method", "plan", "symmetric", "seeded"))
+def _ntk_jit(cfg, method, plan, symmetric, seeded, params, x1, l1, x2, l2, scales):
+    one = functools.partial(_kernel_one, cfg, method, plan, symmetric)
     if not seeded:
         return one(params, x1, l1, x2, l2, scales)
     n_seeds = params["b"].shape[0]
     f = lambda p: one(p, x1, l1, x2, l2, scales)  # noqa: E731
-    if seed_batch >= n_seeds:
+    if plan.seed_batch >= n_seeds:
         return jax.vmap(f)(params)
-    return jax.lax.map(f, params, batch_size=seed_batch)
+    return jax.lax.map(f, params, batch_size=plan.seed_batch)
 
 
 # ----------------------------------------------------------------------------------------------
 # memory plan
+
+# rows (examples x steps) of a contraction tile: cache-sized on CPU, large on accelerators
+_TILE_ROWS = {"cpu": 320, "accelerator": 8192}
 
 
 def memory_budget() -> int:
@@ -368,8 +397,9 @@ def memory_budget() -> int:
 
 
 def _estimate_bytes(cfg: RNNConfig, method: str, M: int, n1: int, T1: int, n2: int, T2: int,
-                    symmetric: bool, b1: int, b2: int, seeds: int, itemsize: int) -> int:
-    """Rough peak bytes of one call (stacks of all blocks + one block's transients + a pair)."""
+                    symmetric: bool, plan: _Plan, itemsize: int) -> int:
+    """Rough peak bytes of one call: parameters, the stacks of all examples, the transients of
+    one stack block or one tile pair (whichever is larger) and the output, per seed in flight."""
     k, d = cfg.output_dim, cfg.input_dim
     all_ = cfg.readout == "all"
     n_par = (M if cfg.recurrence == "diagonal" else M * M) + M * (d + 1 + k)
@@ -388,55 +418,64 @@ def _estimate_bytes(cfg: RNNConfig, method: str, M: int, n1: int, T1: int, n2: i
 
     st1, tr1 = per_example(T1)
     st2, tr2 = per_example(T2)
-    nb1, nb2 = -(-n1 // b1), -(-n2 // b2)
-    stacks = nb1 * b1 * st1 + (0 if symmetric else nb2 * b2 * st2)
-    transient = max(b1 * tr1, b2 * tr2)
+    nt1, ns1 = _layout(n1, plan.t1, plan.g1)
+    nt2, ns2 = _layout(n2, plan.t2, plan.g2)
+    stacks = ns1 * plan.g1 * plan.t1 * st1 + (0 if symmetric else ns2 * plan.g2 * plan.t2 * st2)
+    transient = max(plan.g1 * plan.t1 * tr1, plan.g2 * plan.t2 * tr2)
+    tt = plan.t1 * plan.t2
     if method == "jacobian":
-        pair = b1 * b2 * (T1 * T2 if all_ else 1) * 2
+        pair = tt * (T1 * T2 if all_ else 1) * 2
     elif all_:
-        pair = b1 * b2 * (2 * T1 * T1 * T2 * T2 + 3 * T1 * T2)
+        pair = tt * (2 * T1 * T1 * T2 * T2 + 3 * T1 * T2)
     else:
-        pair = 3 * b1 * b2 * T1 * T2
+        pair = 3 * tt * T1 * T2
     out = 2 * n1 * n2 * (T1 * T2 if all_ else 1)
-    return seeds * itemsize * (n_par + stacks + max(transient, pair) + out)
+    return plan.seed_batch * itemsize * (n_par + stacks + max(transient, pair) + out)
 
 
-def _plan(cfg, method, M, n1, T1, n2, T2, symmetric, n_seeds, itemsize, block_size, budget
-          ) -> tuple[int, int, int]:
-    """Choose (b1, b2, seed_batch)."""
+def _plan(cfg: RNNConfig, method: str, M: int, n1: int, T1: int, n2: int, T2: int,
+          symmetric: bool, n_seeds: int | None, itemsize: int, block_size: int | None,
+          budget: int) -> _Plan:
+    """Choose tiles, stack blocks and the seed batch so that the estimate fits ``budget``."""
     S = 1 if n_seeds is None else n_seeds
 
-    def balanced(n, b):
-        nb = -(-n // b)
-        return -(-n // nb)
+    def balanced(n: int, t: int) -> int:
+        t = max(1, min(t, n))
+        return -(-n // -(-n // t))
 
-    def est(b, sb):
-        c1, c2 = balanced(n1, min(b, n1)), balanced(n2, min(b, n2))
-        return _estimate_bytes(cfg, method, M, n1, T1, n2, T2, symmetric, c1, c2, sb, itemsize)
+    def make(t: int, g: int | None, sb: int) -> _Plan:
+        t1, t2 = balanced(n1, t), balanced(n2, t)
+        if block_size is not None:
+            t1, t2 = min(block_size, n1), min(block_size, n2)
+        nt1, nt2 = -(-n1 // t1), -(-n2 // t2)
+        g1, g2 = (nt1, nt2) if g is None else (min(g, nt1), min(g, nt2))
+        g1, g2 = -(-nt1 // -(-nt1 // g1)), -(-nt2 // -(-nt2 // g2))   # balanced stack blocks
+        return _Plan(t1, t2, g1, g2, sb)
 
+    def fits(plan: _Plan) -> bool:
+        return _estimate_bytes(cfg, method, M, n1, T1, n2, T2, symmetric, plan, itemsize) <= budget
+
+    if method == "jacobian":                      # the plain reference: one block unless told
+        t = max(n1, n2) if block_size is None else block_size
+        sb = S
+        while sb > 1 and not fits(make(t, 1, sb)):
+            sb = -(-sb // 2)
+        return make(t, 1, sb)
     if block_size is not None:
-        b1, b2 = min(block_size, n1), min(block_size, n2)
-        sb = S
-        while sb > 1 and _estimate_bytes(cfg, method, M, n1, T1, n2, T2, symmetric, b1, b2, sb,
-                                         itemsize) > budget:
-            sb = -(-sb // 2)
-        return b1, b2, sb
-    n_max = max(n1, n2)
-    if method == "jacobian":        # the plain reference: one block
-        b = n_max
+        t = block_size
     else:
-        b = n_max
-        sb = S
-        while sb > 1 and est(min(b, 128), sb) > budget:
-            sb = -(-sb // 2)
-        while b > 1 and est(b, sb) > budget:
-            b = -(-b // 2) if b > 8 else b - 1
-        b1, b2 = balanced(n1, min(b, n1)), balanced(n2, min(b, n2))
-        return b1, b2, sb
+        kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
+        rows = T1 * T1 if cfg.readout == "all" else T1
+        t = -(-_TILE_ROWS[kind] // rows)
     sb = S
-    while sb > 1 and est(b, sb) > budget:
+    while sb > 1 and not fits(make(t, 1, sb)):
         sb = -(-sb // 2)
-    return min(b, n1), min(b, n2), sb
+    while t > 1 and block_size is None and not fits(make(t, 1, sb)):
+        t = -(-t // 2)
+    g = max(-(-n1 // max(t, 1)), -(-n2 // max(t, 1)))
+    while g > 1 and not fits(make(t, g, sb)):
+        g = -(-g // 2)
+    return make(t, g, sb)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,12 +496,12 @@ def _prepare_ntk(cfg, params, x1, x2, method, lengths1, lengths2, scales, block_
     n1, T1, _ = np.shape(x1)
     n2, T2 = (n1, T1) if symmetric else np.shape(x2)[:2]
     budget = memory_budget() if memory_budget_bytes is None else memory_budget_bytes
-    b1, b2, sb = _plan(skey, method, M, n1, T1, n2, T2, symmetric, n_seeds,
-                       jnp.dtype(dtype).itemsize, block_size, budget)
+    plan = _plan(skey, method, M, n1, T1, n2, T2, symmetric, n_seeds, jnp.dtype(dtype).itemsize,
+                 block_size, budget)
     x1 = jnp.asarray(x1, dtype)
     x2 = x1 if symmetric else jnp.asarray(x2, dtype)
     l2 = l1 if symmetric else l2
-    return (skey, method, b1, b2, sb, symmetric, n_seeds is not None, params, x1, l1, x2, l2, sc)
+    return (skey, method, plan, symmetric, n_seeds is not None, params, x1, l1, x2, l2, sc)
 
 
 def empirical_ntk(cfg: RNNConfig, params: Params, x1: Array, x2: Array | None = None, *,
@@ -477,9 +516,9 @@ def empirical_ntk(cfg: RNNConfig, params: Params, x1: Array, x2: Array | None = 
     'structured' (contraction of hidden-state and back-propagated-signal stacks, memory
     O(n T k m); see the module docstring for the formulas) or 'jacobian' (per-example Jacobians,
     memory O(n k P): the reference). ``scales`` (default ``cfg.scales()``) may hold traced sigmas
-    and the true width of a zero-padded net. ``block_size`` examples per block (default: the
-    largest that fits ``memory_budget_bytes``, default :func:`memory_budget`; the jacobian method
-    uses one block unless told).
+    and the true width of a zero-padded net. ``block_size``: examples per contraction tile
+    (default: cache-sized tiles, shrunk until the memory estimate fits ``memory_budget_bytes``,
+    default :func:`memory_budget`; the jacobian method uses one tile unless told).
     """
     return _ntk_jit(*_prepare_ntk(cfg, params, x1, x2, method, lengths1, lengths2, scales,
                                   block_size, memory_budget_bytes))
