@@ -8,12 +8,14 @@ Every function here maps arrays (a, c, b) of one shape, elementwise, to the pair
 The correlation is rho = c / sqrt(ab), clipped to [-1, 1]; where a variance is 0 (rho = 0/0)
 rho is taken as 0, which gives the exact degenerate values V = phi(0) E[phi(w)] and
 Vd = phi'(0) E[phi'(w)] (with jax's convention relu'(0) = 0, as in the model's autodiff).
+rho within 4 ulps of +-1 is taken as +-1 (see ``_safe_rho``: arccos is infinitely steep there).
 
 Closed forms (theta = arccos rho):
 
 - relu:      V = sqrt(ab) (sin theta + (pi - theta) cos theta) / (2 pi),  Vd = (pi - theta) / (2 pi)
              (both 0 when ab = 0)
-- erf:       V = (2/pi) arcsin(2c / sqrt((1 + 2a)(1 + 2b))),  Vd = (4/pi) / sqrt((1 + 2a)(1 + 2b) - 4c^2)
+- erf:       V = (2/pi) arcsin(2c / sqrt((1 + 2a)(1 + 2b))),
+             Vd = (4/pi) / sqrt((1 + 2a)(1 + 2b) - 4c^2)
 - identity:  V = c,  Vd = 1
 
 Any other activation ('tanh', 'gelu' (exact, erf-based), 'softplus') uses a 2-D tensor-product
@@ -32,11 +34,11 @@ tests/kernels/test_infinite.py checks these against an independent fine-grid num
 Quadrature of relu (a kink, and phi' a step: slow algebraic convergence) agrees with the closed
 form only to about 3e-3 (V) and 2e-2 (Vd), which is why relu always uses the closed form.
 
-arcsin / arccos are evaluated with an odd polynomial (vectorisable; XLA's CPU lowering calls
-scalar libm, about 100 times slower): arcsin(y) = y + y^3 P(y^2) for |y| <= 1/2, and
-arcsin(y) = pi/2 - 2 arcsin(sqrt((1 - y) / 2)) above, with P a least-squares Chebyshev fit of
-the Taylor series of (arcsin(sqrt s)/sqrt s - 1)/s on s in [0, 1/4] (degree 12 for float64,
-absolute error <= 3e-16; degree 5 for float32, within float32 rounding).
+arcsin / arccos are evaluated with an odd polynomial (vectorisable; XLA's CPU lowering of
+jnp.arccos calls scalar libm, ~20 ns an element here): arcsin(y) = y + y^3 P(y^2) for
+|y| <= 1/2, and arcsin(y) = pi/2 - 2 arcsin(sqrt((1 - y) / 2)) above, with P a least-squares
+Chebyshev fit of the Taylor series of (arcsin(sqrt s)/sqrt s - 1)/s on s in [0, 1/4] (degree 12
+for float64, absolute error <= 3e-16; degree 5 for float32, within float32 rounding).
 """
 from __future__ import annotations
 
@@ -100,19 +102,27 @@ def arccos(x: Array) -> Array:
     big = ax > 0.5
     y = jnp.where(big, jnp.sqrt(jnp.maximum((1.0 - ax) * 0.5, 0.0)), ax)
     r = _asin_small(y)
-    # |x| > 1/2: arccos(|x|) = 2 arcsin(sqrt((1 - |x|)/2)); |x| <= 1/2: arccos(|x|) = pi/2 - arcsin|x|
+    # |x| > 1/2: arccos|x| = 2 arcsin(sqrt((1 - |x|)/2));  |x| <= 1/2: arccos|x| = pi/2 - arcsin|x|
     acos_abs = jnp.where(big, 2.0 * r, 0.5 * jnp.pi - r)
     return jnp.where(x < 0, jnp.pi - acos_abs, acos_abs)
 
 
 # --------------------------------------------------------------------------- helpers
 def _safe_rho(a: Array, c: Array, b: Array) -> tuple[Array, Array]:
-    """(rho, sqrt(ab)) with rho = c / sqrt(ab) clipped to [-1, 1], and rho = 0 where ab = 0."""
+    """(rho, sqrt(ab)) with rho = c / sqrt(ab) clipped to [-1, 1], and rho = 0 where ab = 0.
+
+    rho within 4 ulps of +-1 is set to +-1: c and ab are rounded separately (e.g. S_tt and
+    q_t of one sequence), and arccos has an infinite slope there (theta ~ sqrt(2(1 - rho))), so a
+    one-ulp difference would otherwise move relu's Vd by ~sqrt(eps) (2e-4 in float32) instead of
+    ~eps; such rho are within rounding of +-1 anyway.
+    """
     ab = a * b
     pos = ab > 0
     sab = jnp.sqrt(jnp.where(pos, ab, 1.0))
-    rho = jnp.where(pos, c / sab, 0.0)
-    return jnp.clip(rho, -1.0, 1.0), jnp.where(pos, sab, 0.0)
+    rho = jnp.clip(jnp.where(pos, c / sab, 0.0), -1.0, 1.0)
+    snap = 1.0 - 4.0 * jnp.finfo(rho.dtype).eps
+    rho = jnp.where(jnp.abs(rho) > snap, jnp.sign(rho), rho)
+    return rho, jnp.where(pos, sab, 0.0)
 
 
 # --------------------------------------------------------------------------- closed forms

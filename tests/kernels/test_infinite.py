@@ -21,7 +21,7 @@ from rnn_ntk.model import RNNConfig, apply, init_params
 
 
 # --------------------------------------------------------------------------- helpers
-def _fine_grid_v(phi, dphi, a, c, b, nodes=1201, half=11.0):
+def _fine_grid_v(phi, dphi, a, c, b, nodes=801, half=10.0):
     """E[phi(u) phi(w)] and E[phi'(u) phi'(w)] by a fine 2-D trapezoid grid in numpy."""
     z = np.linspace(-half, half, nodes)
     w = np.exp(-0.5 * z * z)
@@ -110,6 +110,11 @@ def _mc_outputs(cfg, x1, l1, x2, n_nets, seed=0):
     return np.asarray(f1, np.float64), np.asarray(f2, np.float64)
 
 
+def _params(cases, slow=()):
+    """Case names as pytest params; those in ``slow`` only run with -m slow (suite time)."""
+    return [pytest.param(c, marks=pytest.mark.slow) if c in slow else c for c in cases]
+
+
 def _ragged(rng, n, T, d, lengths):
     """x (n, T, d) with NaN at padded steps (they must never be read)."""
     x = rng.normal(size=(n, T, d))
@@ -167,7 +172,7 @@ def test_erf_closed_form_against_quadrature():
 def test_quadrature_default_order_accuracy(act):
     """The docstring's accuracy of the default order: max abs error <= 2e-6 for variances <= 4."""
     phi, dphi = NUMPY_ACTS[act]
-    a, c, b = _cov_points(2, n=10)
+    a, c, b = _cov_points(2, n=8)
     V, Vd = vt.get_vtransform(act)(jnp.asarray(a), jnp.asarray(c), jnp.asarray(b))
     ref = np.array([_fine_grid_v(phi, dphi, *p) for p in zip(a, c, b)])
     assert np.max(np.abs(np.asarray(V) - ref[:, 0])) < 2e-6
@@ -226,10 +231,8 @@ def test_relu_critical_diagonal_closed_form(trainable):
     K_diag = np.einsum("itit->it", np.asarray(K))
     N_diag = np.einsum("itit->it", np.asarray(N))
     np.testing.assert_allclose(K_diag, sv ** 2 * q / 2, rtol=1e-13)
-    # Vd = (pi - arccos rho) / (2 pi) has an infinite slope at rho = 1: the rounding of
-    # rho = S_tt / q_t (~1e-16) moves it by ~sqrt(2e-16) / (2 pi), hence rtol 1e-7 here
     np.testing.assert_allclose(N_diag, sv ** 2 * q / 2 * ("v" in trainable)
-                               + sv ** 2 / 2 * np.cumsum(C, axis=1), rtol=1e-7)
+                               + sv ** 2 / 2 * np.cumsum(C, axis=1), rtol=1e-13)
 
 
 @pytest.mark.parametrize("act", ["relu", "erf"])
@@ -270,7 +273,7 @@ MC_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(MC_CASES))
+@pytest.mark.parametrize("case", _params(MC_CASES, slow=("tanh-mean-ragged",)))
 def test_nngp_matches_monte_carlo_output_covariance(case):
     act, readout, T1, T2, lens = MC_CASES[case]
     d, n_nets = 2, 600
@@ -304,10 +307,10 @@ NTK_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(NTK_CASES))
+@pytest.mark.parametrize("case", _params(NTK_CASES, slow=("relu-last-v",)))
 def test_ntk_matches_brute_force_jacobians_as_width_grows(case):
     act, readout, trainable, k, T1, T2, lens, zero_first = NTK_CASES[case]
-    d, widths, n_seeds = 2, (32, 128, 512), 6
+    d, widths, n_seeds = 2, (32, 128, 512), 16
     # zero_first: s_b = 0 and x_1 = 0, so g_1 = 0 exactly (zero variance; relu'(0) = 0)
     cfg = RNNConfig(width=1, input_dim=d, output_dim=k, activation=act, readout=readout,
                     sigma_w=1.2, sigma_u=1.1, sigma_b=0.0 if zero_first else 0.5,
@@ -326,36 +329,50 @@ def test_ntk_matches_brute_force_jacobians_as_width_grows(case):
     E = _empirical_ntks(cfg, jnp.asarray(np.nan_to_num(x1)), l1, jnp.asarray(x2), None, widths,
                         n_seeds)                                  # (widths, seeds, ...)
     errs = [np.abs(Em.mean(0) - N).max() / scale for Em in E]
-    se = E[-1].std(0).max() / math.sqrt(n_seeds) / scale
-    assert errs[-1] < 0.6 * errs[0], errs
-    assert errs[-1] < 4 * se + 0.01, (errs, se)
+    assert errs[-1] < 0.5 * errs[0], errs                     # 16x the width: error falls
+    # at the largest width the seed mean agrees entrywise within Monte-Carlo noise
+    # (dropping or adding one trainable group moves some entry by >= 5 standard errors here)
+    mean, se = E[-1].mean(0), E[-1].std(0) / math.sqrt(n_seeds)
+    exact = se == 0                                 # padded 'all' entries: 0 for every seed
+    assert np.all(mean[exact] == 0) and np.all(N[exact] == 0)
+    z = np.abs(mean - N)[~exact] / se[~exact]
+    assert z.max() < 4.0, (errs, z.max())
 
 
 # --------------------------------------------------------------------------- structure
 @pytest.mark.parametrize("act,readout", [("relu", "last"), ("erf", "all"), ("tanh", "mean")])
-def test_gram_psd_symmetric_and_consistent(act, readout):
+def test_gram_is_exactly_symmetric_and_psd(act, readout):
     cfg = RNNConfig(width=1, input_dim=2, activation=act, readout=readout, sigma_w=1.1,
                     sigma_b=0.2)
-    rng = np.random.default_rng(7)
     n, T = 9, 4
     lens = np.array([4, 1, 3, 4, 2, 4, 3, 1, 2])
-    x = _ragged(rng, n, T, 2, lens)
-    K, N = infinite_kernels(cfg, x, lengths1=lens, block_size=4)
-    K1, N1 = infinite_kernels(cfg, x, lengths1=lens)                          # one tile
-    Kx, Nx = infinite_kernels(cfg, x, x, lengths1=lens, lengths2=lens, block_size=2)
-    # closed forms are symmetric in (x, x') to rounding; the quadrature rule is not (u and w
-    # are discretised differently), so tanh agrees with itself only to the rule's accuracy
-    tol = dict(rtol=1e-12, atol=1e-14) if act != "tanh" else dict(rtol=0, atol=5e-6)
-    for A, A1, Ax in ((K, K1, Kx), (N, N1, Nx)):
+    x = _ragged(np.random.default_rng(7), n, T, 2, lens)
+    for A in infinite_kernels(cfg, x, lengths1=lens, block_size=4):     # 3 x 3 tiles
         A = np.asarray(A).reshape(n * (T if readout == "all" else 1), -1)
         assert np.array_equal(A, A.T)
         ev = np.linalg.eigvalsh(A)
         assert ev.min() >= -1e-10 * ev.max()
-        np.testing.assert_allclose(np.asarray(A1).reshape(A.shape), A, **tol)
-        np.testing.assert_allclose(np.asarray(Ax).reshape(A.shape), A, **tol)
 
 
-@pytest.mark.parametrize("readout", ["last", "all", "mean"])
+@pytest.mark.parametrize("act,readout", [("relu", "all"),
+                                         pytest.param("tanh", "last", marks=pytest.mark.slow)])
+def test_tiles_and_x2_none_agree_with_one_tile_and_x2_x1(act, readout):
+    cfg = RNNConfig(width=1, input_dim=2, activation=act, readout=readout, sigma_w=1.1,
+                    sigma_b=0.2)
+    lens = np.array([4, 1, 3, 4, 2, 3, 1])
+    x = _ragged(np.random.default_rng(12), 7, 4, 2, lens)
+    tiled = infinite_kernels(cfg, x, lengths1=lens, block_size=3)       # x2=None, 3 x 3 tiles
+    one = infinite_kernels(cfg, x, lengths1=lens)                         # one tile
+    full = infinite_kernels(cfg, x, x, lengths1=lens, lengths2=lens, block_size=2)
+    # closed forms are symmetric in (x, x') to rounding; the quadrature rule is not (u and w
+    # are discretised differently), so tanh agrees with itself only to the rule's accuracy
+    tol = dict(rtol=1e-12, atol=1e-14) if act != "tanh" else dict(rtol=0, atol=5e-6)
+    for A, A1, Ax in zip(tiled, one, full):
+        np.testing.assert_allclose(A1, A, **tol)
+        np.testing.assert_allclose(Ax, A, **tol)
+
+
+@pytest.mark.parametrize("readout", ["last", "all", pytest.param("mean", marks=pytest.mark.slow)])
 def test_padded_batch_equals_each_sequence_alone(readout):
     cfg = RNNConfig(width=1, input_dim=2, activation="erf", readout=readout, sigma_w=1.4,
                     sigma_b=0.3, trainable=("W", "v"))
@@ -392,15 +409,17 @@ def test_zero_variance_inputs_give_finite_kernels(act):
         assert np.all(np.asarray(K)[1] == 0) and np.all(np.asarray(N)[1] == 0)
 
 
-def test_dtype_follows_x64_flag():
-    cfg = RNNConfig(width=1, input_dim=1)
-    x = np.random.default_rng(10).normal(size=(3, 4, 1))
-    K64, _ = infinite_kernels(cfg, x.astype(np.float32))
+def test_dtype_follows_x64_flag_and_float32_is_accurate():
+    cfg = RNNConfig(width=1, input_dim=1, sigma_w=1.4, sigma_b=0.1)
+    x = np.random.default_rng(10).normal(size=(5, 30, 1))
+    K64, N64 = infinite_kernels(cfg, x.astype(np.float32))
     assert K64.dtype == jnp.float64
     with jax.enable_x64(False):
         K32, N32 = infinite_kernels(cfg, x)
         assert K32.dtype == jnp.float32 and N32.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(K32, np.float64), K64, rtol=1e-5)
+    # float32 keeps ~1e-6: in particular the NTK diagonal (rho = 1, where arccos is steepest)
+    for A32, A64 in ((K32, K64), (N32, N64)):
+        np.testing.assert_allclose(np.asarray(A32, np.float64), A64, rtol=1e-5)
 
 
 def test_output_dim_and_width_do_not_change_the_kernel():
