@@ -40,8 +40,8 @@ run axis is padded to a multiple of the device count and sharded over a 1-D mesh
 at a time, each run a plain single-run program; b > 1: b runs vmapped per iteration) or a full
 ``vmap``. The default (:func:`choose_layout`) was chosen by measurement (benchmarks/
 train_throughput.py): on CPU, XLA runs one program per device on one core and batched small
-matmuls are slower than a loop, so all host devices each run their share with ``lax.map``
-(b = 1 unless a run's step is tiny); on GPU/TPU wide ``vmap`` is the point, capped by memory.
+matmuls are no faster than a loop, so all host devices each run their share with ``lax.map``
+(b = 1); on GPU/TPU wide ``vmap`` is the point, capped by memory.
 """
 from __future__ import annotations
 
@@ -274,8 +274,12 @@ def setup_run(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup
     """The initial parameters and the data of the run (key, hparams), exactly as train uses them.
 
     params0 from fold_in(key, 0), data from fold_in(key, 1), minibatch order from fold_in(key, 2).
-    Jittable; hparams may be partial (defaults fill in).
+    Compiled once per cfg; hparams may be partial (defaults fill in).
     """
+    return _setup_jit(cfg, key, _complete_hparams(cfg, hparams))
+
+
+def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:
     hp = _complete_hparams(cfg, hparams)
     dtype = cfg.jnp_dtype
     scales = hparam_scales(hp)
@@ -286,6 +290,9 @@ def setup_run(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup
     thp = {k: hp[k] for k in tasks.default_task_hparams(cfg.task)}
     data = tasks.sample_task(cfg.task, jax.random.fold_in(key, 1), thp, dtype=dtype)
     return RunSetup(params0, data, scales, jax.random.fold_in(key, 2))
+
+
+_setup_jit = jax.jit(_setup, static_argnums=0)
 
 
 def batch_indices(cfg: TrainConfig, shuffle_key: Array, step: Any) -> tuple[Array, Array]:
@@ -365,9 +372,10 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
     """``train(key, hparams) -> records``: one run, pure and jittable (jit it, or use train_many).
 
     hparams: dict of scalars (a subset of :func:`default_hparams`; missing ones take their
-    defaults, as constants of the trace). Returns a dict of arrays with leading axis
-    cfg.n_logs (:func:`record_names`), plus 'final_params' (and 'lin_final_params') at the
-    array width when cfg.save_params.
+    defaults, as constants of the trace, so a jitted train compiles once per set of names: pass
+    complete dicts, ``default_hparams(cfg) | overrides``, to compile once per cfg). Returns a dict of arrays with leading axis
+    cfg.n_logs (:func:`record_names`), plus 'init_params', 'final_params' (and
+    'lin_final_params'), each {'W', 'U', 'b', 'v'} at the array width, when cfg.save_params.
     """
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
@@ -383,7 +391,7 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
 
     def train(key: Array, hparams: dict[str, Any]) -> dict[str, Array]:
         hp = _complete_hparams(cfg, hparams)
-        params0, data, scales, shuffle_key = setup_run(cfg, key, hp)
+        params0, data, scales, shuffle_key = _setup(cfg, key, hp)
         x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
         n, T = x_tr.shape[0], x_tr.shape[1]
         dtype = cfg.jnp_dtype
@@ -501,6 +509,7 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
             carry["lin"] = (theta0, opt.init(theta0), no_div)
         carry, out = jax.lax.scan(log, carry, jnp.arange(n_chunks + 1))
         if cfg.save_params:
+            out["init_params"] = params0
             out["final_params"] = {**frozen, **carry["net"][0]}
             if cfg.linearized:
                 out["lin_final_params"] = {**frozen, **carry["lin"][0]}
@@ -566,10 +575,6 @@ class Layout:
         _check_int("batch_size", self.batch_size, 1)
 
 
-# Per-step work (multiply-adds of the recurrence, n_batch T M^2) below which a single run's step is
-# so small that per-iteration overhead dominates on CPU and lax.map batches several runs.
-CPU_SMALL_STEP_WORK = 2 ** 18
-CPU_SMALL_STEP_BATCH = 4
 # Fraction of accelerator memory a vmapped bucket may use.
 ACCEL_MEMORY_FRACTION = 0.5
 
@@ -587,25 +592,23 @@ def _run_bytes(cfg: TrainConfig) -> int:
 
 def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
                   devices: list | None = None) -> Layout:
-    """The default lane layout (rule measured with benchmarks/train_throughput.py).
+    """The default lane layout (rule measured with benchmarks/train_throughput.py --layouts).
 
     CPU: every host device (jax_num_cpu_devices) takes an equal share of the runs (never more
-    devices than runs) and runs it with lax.map; batch_size 1 (each iteration is a plain
-    single-run program, which is what the CPU does fastest), or CPU_SMALL_STEP_BATCH runs per
-    iteration when a run's step is tiny (n_batch T M^2 < CPU_SMALL_STEP_WORK) and per-iteration
-    overhead dominates. GPU/TPU: all devices, and on each a vmap of all its runs, or lax.map over
-    vmapped batches as large as ACCEL_MEMORY_FRACTION of the device memory allows.
+    devices than runs) and runs it with lax.map, one run per iteration (batch_size 1): each
+    iteration is then exactly the single-run program, the fastest thing per core on XLA CPU
+    (vmapped runs are batched small matmuls: measured within a few percent of it per core even
+    for tiny runs, slower for larger ones; the parallelism comes from the devices). It also makes a run's bits independent of R, so adding
+    runs to a bucket never changes existing ones. GPU/TPU: all devices, and on each a vmap of
+    all its runs, or lax.map over vmapped batches as large as ACCEL_MEMORY_FRACTION of the
+    device memory allows.
     """
     devices = jax.devices() if devices is None else devices
     backend = devices[0].platform if backend is None else backend
     D = max(1, min(len(devices), n_runs))
     per_dev = -(-n_runs // D)
     if backend == "cpu":
-        t = cfg.task
-        nb = t.n_train if cfg.batch_size is None else cfg.batch_size
-        work = nb * t.length * cfg.width_array ** 2
-        b = CPU_SMALL_STEP_BATCH if work < CPU_SMALL_STEP_WORK else 1
-        return Layout(D, "map", max(1, min(b, per_dev)))
+        return Layout(D, "map", 1)
     mem = None
     try:
         stats = devices[0].memory_stats()
@@ -649,7 +652,10 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
     missing names take their defaults. Returns make_train's records with a leading run axis R.
 
     The runs are padded to a multiple of layout.n_devices (by repeating the last run; the padding
-    is dropped) and sharded over the devices; see :class:`Layout` and :func:`choose_layout`.
+    is dropped) and sharded over a 1-D mesh 'runs' of the first n_devices devices with shard_map;
+    see :class:`Layout` and :func:`choose_layout`. (Single process: the inputs are host arrays.
+    Several hosts would use the same mesh over all global devices with inputs built by
+    jax.make_array_from_process_local_data.)
     Compiled programs are cached per (cfg, layout, hparam names); new hparam values or keys of
     the same R never recompile.
     """

@@ -1,0 +1,130 @@
+"""Throughput of the training engine (train_many) against a Python loop of jitted single runs.
+
+    python benchmarks/train_throughput.py [--quick] [--devices N] [--layouts] [--rows 1,3]
+
+Rows (random_labels, d = 8, full-batch GD, float32): (m=64, T=20, n=256, 64 runs, 200 steps),
+(m=32, T=10, n=32, 256 runs, 200 steps), (m=1024, T=10, n=64, 4 runs, 40 steps). Both sides run
+the same ``make_train(cfg)`` program per run, after a warm-up call (compiles excluded); the ratio
+is loop time / engine time (> 1: the engine is faster). At m = 1024 the table also gives the
+engine's FLOP rate, counting 6 n T m^2 flops per step (the recurrent matmuls of W: forward,
+and the two of the backward pass), as a fraction of the rate of a single program doing the same
+(n, m) x (m, m) matmuls back to back (3T per step). ``--layouts`` also times the other lane
+layouts (the measurements behind train.choose_layout). Sets jax_num_cpu_devices (default: the
+number of CPU cores) before jax initialises. The load average is printed with the numbers,
+since other processes on a shared machine change them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small smoke run")
+    p.add_argument("--devices", type=int, default=os.cpu_count() or 1,
+                   help="host CPU devices (jax_num_cpu_devices)")
+    p.add_argument("--layouts", action="store_true", help="also time the other lane layouts")
+    p.add_argument("--rows", type=str, default="", help="comma-separated row numbers (1-based) to run")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = _parse()
+    jax.config.update("jax_num_cpu_devices", args.devices)   # before jax initialises a backend
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rnn_ntk.model import RNNConfig
+    from rnn_ntk.tasks import TaskConfig
+    from rnn_ntk.train import (Layout, TrainConfig, choose_layout, make_train, run_keys,
+                               train_many)
+
+    # (m, T, n, runs, steps, log_every)
+    cases = [(64, 20, 256, 64, 200, 20), (32, 10, 32, 256, 200, 20), (1024, 10, 64, 4, 40, 40)]
+    if args.quick:
+        cases = [(64, 20, 256, 8, 40, 20), (32, 10, 32, 32, 40, 20), (256, 10, 64, 4, 20, 20)]
+    if args.rows:
+        cases = [cases[int(i) - 1] for i in args.rows.split(",")]
+    d = 8
+
+    def block(tree):
+        return jax.block_until_ready(tree)
+
+    def timed(f):
+        t = time.perf_counter()
+        f()
+        return time.perf_counter() - t
+
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {len(jax.devices())} devices, "
+          f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    header = (f"{'m':>5} {'T':>3} {'n':>4} {'runs':>5} {'steps':>5} {'loop_s':>8} {'engine_s':>9} "
+              f"{'layout':<22} {'flop_frac':>9} {'ratio':>6}")
+    rows = []
+    for m, T, n, R, steps, log_every in cases:
+        cfg = TrainConfig(RNNConfig(width=m, input_dim=d),
+                          TaskConfig("random_labels", n_train=n, n_test=16, length=T, input_dim=d),
+                          steps=steps, log_every=log_every)
+        keys = run_keys(0, np.arange(R)[:, None])
+        hp = {"lr": np.full((R,), 0.5, np.float32)}
+        single = jax.jit(make_train(cfg))
+        block(single(keys[0], {"lr": 0.5}))
+
+        def loop():
+            out = [single(keys[i], {"lr": 0.5}) for i in range(R)]
+            block(out)
+
+        layout = choose_layout(cfg, R)
+        layouts = [layout]
+        if args.layouts:
+            D = min(len(jax.devices()), R)
+            for alt in (Layout(1, "map", 1), Layout(D, "map", 1), Layout(D, "map", 4),
+                        Layout(D, "vmap", 1)):
+                if alt not in layouts:
+                    layouts.append(alt)
+        reps = 1 if args.quick else 2
+        t_loop = min(timed(loop) for _ in range(reps))
+        mm_rate = None
+        if m >= 256:
+            x = jax.random.normal(jax.random.key(1), (n, m), jnp.float32)
+            q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(2), (m, m), jnp.float32))
+
+            @jax.jit
+            def chain(x, q):   # the 3T matmuls (n, m) x (m, m) of each step, back to back
+                return jax.lax.fori_loop(0, 3 * T * steps, lambda i, h: h @ q, x)
+
+            block(chain(x, q))
+            t_mm = min(timed(lambda: block(chain(x, q))) for _ in range(3))
+            mm_rate = 3 * T * steps * 2 * n * m * m / t_mm
+        for lay in layouts:
+            block(train_many(cfg, keys, hp, layout=lay))
+            t_eng = min(timed(lambda: block(train_many(cfg, keys, hp, layout=lay)))
+                        for _ in range(reps))
+            frac = ""
+            if mm_rate is not None:
+                eng_rate = R * steps * 6 * n * T * m * m / t_eng
+                frac = f"{eng_rate / mm_rate:.2f}"
+            lay_s = f"{lay.n_devices}x{lay.strategy}" + (f"(b={lay.batch_size})"
+                                                       if lay.strategy == "map" else "")
+            row = (f"{m:>5} {T:>3} {n:>4} {R:>5} {steps:>5} {t_loop:>8.2f} {t_eng:>9.2f} "
+                   f"{lay_s + ('' if lay == layout else ' [alt]'):<22} {frac:>9} "
+                   f"{t_loop / t_eng:>6.2f}")
+            rows.append(row)
+            print(row, flush=True)
+    print()
+    print(header)
+    for r in rows:
+        print(r)
+    print(f"load average at end {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); "
+          f"ratio = loop_s / engine_s")
+
+
+if __name__ == "__main__":
+    main()
