@@ -324,15 +324,22 @@ def _draw(modules, results: Path, fig_dir: Path, results_md: str | None, *,
     return EXIT_OK
 
 
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    import time
-
+def _experiments(names: list[str]):
+    """Float64 on, then the named (or all) experiment modules; None after printing the error."""
     from rnn_ntk import reproduce
     setup_jax(x64=True)
     try:
-        modules = reproduce.discover(args.names or None)
+        return reproduce.discover(names or None)
     except (ValueError, FileNotFoundError) as e:
         _err(str(e))
+        return None
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import time
+
+    modules = _experiments(args.names)
+    if modules is None:
         return EXIT_USAGE
     results = Path(args.results)
     for mod in modules:
@@ -344,12 +351,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from rnn_ntk import reproduce
-    setup_jax(x64=True)
-    try:
-        modules = reproduce.discover(args.names or None)
-    except (ValueError, FileNotFoundError) as e:
-        _err(str(e))
+    modules = _experiments(args.names)
+    if modules is None:
         return EXIT_USAGE
     return _draw(modules, Path(args.results), Path(args.out), args.results_md,
                  names_given=bool(args.names))
