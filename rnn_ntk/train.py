@@ -13,7 +13,8 @@ A run (``make_train``):
      momentum (adam: b1) are injected hyperparameters, i.e. traced) on the trainable groups only
      (the others are constants of the loss, so they get no update at all); minibatches, if any,
      come from a per-epoch permutation drawn from ``fold_in(key, 2)``. The steps run as a
-     ``lax.scan`` over logs whose body is a ``lax.scan`` over the ``log_every`` steps of a log.
+     ``lax.scan`` over logs whose body runs the log's ``log_every`` steps (an inner ``lax.scan``;
+     none for log 0) and then evaluates the records.
   4. Records at step 0 and after every ``log_every`` steps (leading axis
      ``n_logs = steps // log_every + 1``), see :func:`record_names`.
 
@@ -39,9 +40,10 @@ run axis is padded to a multiple of the device count and sharded over a 1-D mesh
 ``shard_map``; on each device the runs go through ``lax.map`` with ``batch_size`` b (b = 1: one run
 at a time, each run a plain single-run program; b > 1: b runs vmapped per iteration) or a full
 ``vmap``. The default (:func:`choose_layout`) was chosen by measurement (benchmarks/
-train_throughput.py): on CPU, XLA runs one program per device on one core and batched small
-matmuls are no faster than a loop, so all host devices each run their share with ``lax.map``
-(b = 1); on GPU/TPU wide ``vmap`` is the point, capped by memory.
+train_throughput.py): on CPU a program on one host device runs its small matmuls on about one
+core and vmapped (batched) small matmuls are no faster per core than a loop, so all host devices
+(jax_num_cpu_devices, set by the caller) each run their share with ``lax.map`` (b = 1); on
+GPU/TPU wide ``vmap`` is the point, capped by memory.
 """
 from __future__ import annotations
 
