@@ -45,7 +45,6 @@ reported, not hidden).
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 from pathlib import Path
@@ -302,21 +301,3 @@ def claims(results_dir: str | Path) -> list[Claim]:
         out.append(Claim(NAME, claim, "log-log slope of the relative error vs m", l1.fmt_fit(f),
                          "slope <= 0", stats.verdict(f.slope, f.ci95, -math.inf, 0.0)))
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", choices=["ci", "default", "large"], default="default")
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    args = ap.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    run(args.results, args.scale)
-    for p in figures(args.results, args.figures):
-        print(p)
-    for c in claims(args.results):
-        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
-
-
-if __name__ == "__main__":
-    main()

@@ -62,7 +62,6 @@ the estimate misses it but the interval overlaps it (stats.verdict).
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -550,7 +549,6 @@ def _fmt_ci(est: float, ci: tuple[float, float], nd: int = 3) -> str:
 def claims(results_dir: str | Path) -> list[Claim]:
     res = _scan(results_dir)
     out: list[Claim] = []
-    paper = "Allen-Zhu, Li & Song 2019"
 
     def forward_claim(act: str, label: str) -> Claim:
         m = _widths(res, "fwd", act, 1.0)[-1]
@@ -637,20 +635,3 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      "; ".join(parts), "|slope - mf| <= 0.25 |mf| + 0.02 for every c",
                      combine(vs)))
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", choices=["ci", "default", "large"], default="default")
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    args = ap.parse_args(argv)
-    run(args.results, args.scale)
-    for p in figures(args.results, args.figures):
-        print(p)
-    for c in claims(args.results):
-        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
-
-
-if __name__ == "__main__":
-    main()

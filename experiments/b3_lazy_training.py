@@ -43,7 +43,6 @@ B3.5  the proof bound holds: s >= -2 ('disagrees' only when the whole interval i
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 from pathlib import Path
@@ -263,21 +262,3 @@ def claims(results_dir: str | Path) -> list[Claim]:
                              f"{near}; 1/(lr lambda_min(K_0)) slope {fk.slope:.2f})", stat,
                              l1.fmt_fit(f), crit, stats.verdict(f.slope, f.ci95, -2.0, math.inf)))
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", choices=["ci", "default", "large"], default="default")
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    args = ap.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    run(args.results, args.scale)
-    for p in figures(args.results, args.figures):
-        print(p)
-    for c in claims(args.results):
-        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
-
-
-if __name__ == "__main__":
-    main()

@@ -50,7 +50,6 @@ D1.2  growth clearly below sqrt(n): exponent p of the log-log OLS fit of m* on n
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -411,20 +410,3 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      "exponent p of m* ~ n^p (log-log OLS, 95% seed bootstrap)", val2,
                      "0 < p interval < 0.5", v2))
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", choices=["ci", "default", "large"], default="default")
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    args = ap.parse_args(argv)
-    run(args.results, args.scale)
-    for p in figures(args.results, args.figures):
-        print(p)
-    for c in claims(args.results):
-        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
-
-
-if __name__ == "__main__":
-    main()

@@ -57,7 +57,6 @@ D2.5  Training, below the cutoff (alpha in {0.5, 0.9}): lag-10 teachers take at 
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -585,20 +584,3 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      f"median steps to loss <= {THRESHOLD:g} x initial, lag {k_long} / lag "
                      f"{k_short}", "; ".join(parts), ">= 2 for each alpha < 1", combine(vs)))
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", choices=["ci", "default", "large"], default="default")
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    args = ap.parse_args(argv)
-    run(args.results, args.scale)
-    for p in figures(args.results, args.figures):
-        print(p)
-    for c in claims(args.results):
-        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Kernel convergence: finite-width NTK and NNGP approach the infinite-width kernels like m^-1/2.
 
-    python experiments/kernel_convergence.py [--scale ci|default|large] [--results DIR] [--out DIR]
+    rnn-ntk reproduce kernel_convergence [--scale ci|default|large] [--results DIR] [--figures DIR]
 
 What is measured
 ----------------
@@ -30,7 +30,6 @@ single-draw NTK error and of the single-draw conditional NNGP error lies in [-0.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -212,21 +211,3 @@ def claims(results_dir: str | Path) -> list[Claim]:
             criterion=f"slope in [{lo}, {hi}]",
             verdict=stats.verdict(f.slope, f.ci95, lo, hi)))
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", choices=list(SETTINGS), default="default")
-    ap.add_argument("--results", default="results/", help="where the measured pieces are stored")
-    ap.add_argument("--out", "--figures", dest="figures", default="figures/",
-                    help="figure folder (writes kernel_convergence.png and .pdf)")
-    args = ap.parse_args(argv)
-    run(args.results, args.scale)
-    for p in figures(args.results, args.figures):
-        print(p)
-    for c in claims(args.results):
-        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
-
-
-if __name__ == "__main__":
-    main()

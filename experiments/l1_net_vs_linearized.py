@@ -62,7 +62,6 @@ Verdicts by stats.verdict ('disagrees' when the whole 95% interval misses the cr
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -422,21 +421,3 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      "log-log slope of max_t |L_net - L_inf|/L_net(0)", -math.inf, 0.0, "slope <= 0")
     out.append(c)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", choices=["ci", "default", "large"], default="default")
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    args = ap.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    run(args.results, args.scale)
-    for p in figures(args.results, args.figures):
-        print(p)
-    for c in claims(args.results):
-        print(f"[{c.verdict}] {c.claim}\n    {c.statistic}: {c.value}  (criterion {c.criterion})")
-
-
-if __name__ == "__main__":
-    main()

@@ -103,26 +103,52 @@ def experiments_dir() -> Path:
     return here
 
 
-def discover(names: Iterable[str] | None = None) -> list[ModuleType]:
-    """Import the experiment modules (all, in file order, or the ones named); unknown names raise."""
+PROTOCOL = ("NAME", "TITLE", "run", "figures", "claims")
+
+
+def _is_experiment(path: Path) -> bool:
+    return path.suffix == ".py" and not path.name.startswith("_")
+
+
+def load_experiment(name: str) -> ModuleType:
+    """Import experiments/NAME.py (once per process; the module is registered in sys.modules as
+    ``rnn_ntk_experiments.NAME`` because dataclasses and pickling look modules up by name).
+    Raises ValueError for an unknown name or a file that does not follow the protocol."""
     folder = experiments_dir()
-    found: dict[str, ModuleType] = {}
-    for path in sorted(folder.glob("*.py")):
-        if path.name.startswith("_"):
-            continue
-        spec = importlib.util.spec_from_file_location(f"rnn_ntk_experiments.{path.stem}", path)
+    path = folder / f"{name}.py"
+    if not (path.is_file() and _is_experiment(path)):
+        known = sorted(p.stem for p in folder.glob("*.py") if _is_experiment(p))
+        raise ValueError(f"unknown experiment {name!r}; known: {known}")
+    mod_name = f"rnn_ntk_experiments.{name}"
+    module = sys.modules.get(mod_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        if all(hasattr(module, a) for a in ("NAME", "run", "figures", "claims")):
-            found[module.NAME] = module
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except BaseException:
+            del sys.modules[mod_name]
+            raise
+    missing = [a for a in PROTOCOL if not hasattr(module, a)]
+    if missing or module.NAME != name:
+        raise ValueError(f"experiments/{path.name} does not follow the experiment protocol "
+                         f"(missing {missing}, NAME {getattr(module, 'NAME', None)!r})")
+    return module
+
+
+def discover(names: Iterable[str] | None = None) -> list[ModuleType]:
+    """The experiment modules: all of experiments/*.py in file order, or the ones named (in the
+    order given); unknown names raise ValueError naming them."""
+    folder = experiments_dir()
+    available = [p.stem for p in sorted(folder.glob("*.py")) if _is_experiment(p)]
     if names is None:
-        return list(found.values())
+        return [load_experiment(n) for n in available]
     names = list(names)
-    unknown = [n for n in names if n not in found]
+    unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(found)}")
-    return [found[n] for n in names]
+        raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(available)}")
+    return [load_experiment(n) for n in names]
 
 
 def results_markdown(claims: list[Claim], *, header: str = "") -> str:

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from rnn_ntk.reproduce import (Claim, check_scale, discover, load_arrays, results_markdown,
-                               save_arrays)
+from rnn_ntk.reproduce import (Claim, check_scale, discover, load_arrays, load_experiment,
+                               results_markdown, save_arrays)
 
 
 def test_save_load_roundtrip_and_atomicity(tmp_path, monkeypatch):
@@ -33,6 +33,18 @@ def test_claim_and_scale_validation():
 def test_discover_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown experiment"):
         discover(["no_such_experiment"])
+
+
+def test_every_experiment_follows_the_protocol_and_loads_once():
+    mods = discover()
+    assert len(mods) >= 10
+    for mod in mods:
+        assert load_experiment(mod.NAME) is mod          # one module object per process
+        assert callable(mod.run) and callable(mod.figures) and callable(mod.claims)
+    assert [m.NAME for m in discover(["b2_no_explosion", "a1_sample_complexity"])] == [
+        "b2_no_explosion", "a1_sample_complexity"]
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        load_experiment("nope")
 
 
 def test_results_markdown_groups_by_experiment():

@@ -1,7 +1,5 @@
 """A1 (sample complexity vs width): the pieces against independent computations, and the experiment
 end to end at scale 'ci'."""
-import importlib.util
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -9,19 +7,10 @@ import pytest
 
 from rnn_ntk import tasks
 from rnn_ntk.dynamics import kernel_regression
-from rnn_ntk.reproduce import VERDICTS
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "a1_sample_complexity.py"
+from rnn_ntk.reproduce import VERDICTS, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("a1_sample_complexity_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-a1 = _load()
+a1 = load_experiment("a1_sample_complexity")
 
 
 def test_relative_error_closed_form():

@@ -1,24 +1,13 @@
 """A2 (length dependence, kernel-regression version): the statistics on synthetic data with known
 answers, and the experiment end to end at scale 'ci'."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rnn_ntk.reproduce import VERDICTS
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "a2_length_dependence.py"
+from rnn_ntk.reproduce import VERDICTS, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("a2_length_dependence_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-a2 = _load()
+a2 = load_experiment("a2_length_dependence")
 
 
 def test_samples_needed_inverts_an_exact_power_law():

@@ -1,25 +1,14 @@
 """B1 (linear convergence): the statistics on synthetic curves with known answers, and the
 experiment end to end at scale 'ci'."""
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rnn_ntk.reproduce import VERDICTS
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "b1_linear_convergence.py"
+from rnn_ntk.reproduce import VERDICTS, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("b1_linear_convergence_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-b1 = _load()
+b1 = load_experiment("b1_linear_convergence")
 
 
 def test_steps_to_fraction_of_an_exponential_is_exact():

@@ -1,9 +1,6 @@
 """B2 (no exponential explosion): the pieces against independent computations, and the experiment
 end to end at scale 'ci'."""
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,19 +9,10 @@ import pytest
 from scipy import integrate
 
 from rnn_ntk import model
-from rnn_ntk.reproduce import VERDICTS
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "b2_no_explosion.py"
+from rnn_ntk.reproduce import VERDICTS, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("b2_no_explosion_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-b2 = _load()
+b2 = load_experiment("b2_no_explosion")
 
 
 def _direct_states(cfg, params, x, sigma_w, h0, t0, t1):

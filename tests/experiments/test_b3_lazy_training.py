@@ -1,24 +1,13 @@
 """B3 (lazy training): end to end at scale 'ci', reusing L1's stored runs without retraining."""
-import importlib.util
 import os
-from pathlib import Path
 
 import numpy as np
 
 from rnn_ntk import model
-from rnn_ntk.reproduce import VERDICTS
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "b3_lazy_training.py"
+from rnn_ntk.reproduce import VERDICTS, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("b3_lazy_training_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-b3 = _load()
+b3 = load_experiment("b3_lazy_training")
 
 
 def test_ci_end_to_end_reuses_l1_runs(tmp_path):

@@ -1,25 +1,14 @@
 """C1 (kernel complexity): the statistics against independent computations, and the experiment end
 to end at scale 'ci'."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as sstats
 
-from rnn_ntk.reproduce import VERDICTS
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "c1_kernel_complexity.py"
+from rnn_ntk.reproduce import VERDICTS, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("c1_kernel_complexity_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-c1 = _load()
+c1 = load_experiment("c1_kernel_complexity")
 
 
 def test_complexity_matches_explicit_inverse():

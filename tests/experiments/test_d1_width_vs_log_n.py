@@ -1,25 +1,14 @@
 """D1 (width needed vs log n): the statistics on synthetic data with known answers, and the
 experiment end to end at scale 'ci'."""
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rnn_ntk.reproduce import VERDICTS, load_arrays
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "d1_width_vs_log_n.py"
+from rnn_ntk.reproduce import VERDICTS, load_arrays, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("d1_width_vs_log_n_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-d1 = _load()
+d1 = load_experiment("d1_width_vs_log_n")
 WIDTHS = np.array([8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
 
 

@@ -1,8 +1,6 @@
 """D2 (activation-Lipschitz cutoff): the pieces against independent computations, and the
 experiment end to end at scale 'ci'."""
-import importlib.util
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,19 +8,10 @@ import numpy as np
 import pytest
 
 from rnn_ntk import model
-from rnn_ntk.reproduce import VERDICTS, load_arrays
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "d2_lipschitz_cutoff.py"
+from rnn_ntk.reproduce import VERDICTS, load_arrays, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("d2_lipschitz_cutoff_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-d2 = _load()
+d2 = load_experiment("d2_lipschitz_cutoff")
 
 
 def _direct_f(params, x_TD, alpha, drive):

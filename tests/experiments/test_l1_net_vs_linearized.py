@@ -1,8 +1,6 @@
 """L1 (network vs linearised model): the pieces against independent computations, and the
 experiment end to end at scale 'ci'."""
-import importlib.util
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,19 +8,10 @@ import numpy as np
 import pytest
 
 from rnn_ntk import model, train
-from rnn_ntk.reproduce import VERDICTS
-
-_PATH = Path(__file__).resolve().parents[2] / "experiments" / "l1_net_vs_linearized.py"
+from rnn_ntk.reproduce import VERDICTS, load_experiment
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("l1_net_vs_linearized_under_test", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-l1 = _load()
+l1 = load_experiment("l1_net_vs_linearized")
 
 
 def test_loss_kernel_and_positions_match_direct_loops():
