@@ -5,7 +5,10 @@
 Rows (random_labels, d = 8, full-batch GD, float32): (m=64, T=20, n=256, 64 runs, 200 steps),
 (m=32, T=10, n=32, 256 runs, 200 steps), (m=1024, T=10, n=64, 4 runs, 40 steps). Both sides run
 the same ``make_train(cfg)`` program per run, after a warm-up call (compiles excluded); the ratio
-is loop time / engine time (> 1: the engine is faster). At m = 1024 the table also gives the
+is loop time / engine time (> 1: the engine is faster). ``cores`` gives the CPU seconds per wall
+second of each side (process_time / wall time of one extra repetition): the loop's XLA program
+may already use more than one core through intra-op threads, which bounds what sharding runs over
+D host devices can gain (about D / loop cores). At m = 1024 the table also gives the
 engine's FLOP rate, counting 6 n T m^2 flops per step (the recurrent matmuls of W: forward,
 and the two of the backward pass), as a fraction of the rate of a single program doing the same
 (n, m) x (m, m) matmuls back to back (3T per step). ``--layouts`` also times the other lane
@@ -63,10 +66,16 @@ def main() -> None:
         f()
         return time.perf_counter() - t
 
+    def cores_used(f):
+        """CPU seconds of this process per wall second while f runs (1.0 = one busy core)."""
+        c, t = time.process_time(), time.perf_counter()
+        f()
+        return (time.process_time() - c) / (time.perf_counter() - t)
+
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {len(jax.devices())} devices, "
           f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
     header = (f"{'m':>5} {'T':>3} {'n':>4} {'runs':>5} {'steps':>5} {'loop_s':>8} {'engine_s':>9} "
-              f"{'layout':<22} {'flop_frac':>9} {'ratio':>6}")
+              f"{'layout':<22} {'cores':>9} {'flop_frac':>9} {'ratio':>6}")
     rows = []
     for m, T, n, R, steps, log_every in cases:
         cfg = TrainConfig(RNNConfig(width=m, input_dim=d),
@@ -91,6 +100,7 @@ def main() -> None:
                     layouts.append(alt)
         reps = 1 if args.quick else 2
         t_loop = min(timed(loop) for _ in range(reps))
+        loop_cores = cores_used(loop)
         mm_rate = None
         if m >= 256:
             x = jax.random.normal(jax.random.key(1), (n, m), jnp.float32)
@@ -107,6 +117,7 @@ def main() -> None:
             block(train_many(cfg, keys, hp, layout=lay))
             t_eng = min(timed(lambda: block(train_many(cfg, keys, hp, layout=lay)))
                         for _ in range(reps))
+            eng_cores = cores_used(lambda: block(train_many(cfg, keys, hp, layout=lay)))
             frac = ""
             if mm_rate is not None:
                 eng_rate = R * steps * 6 * n * T * m * m / t_eng
@@ -114,7 +125,8 @@ def main() -> None:
             lay_s = f"{lay.n_devices}x{lay.strategy}" + (f"(b={lay.batch_size})"
                                                        if lay.strategy == "map" else "")
             row = (f"{m:>5} {T:>3} {n:>4} {R:>5} {steps:>5} {t_loop:>8.2f} {t_eng:>9.2f} "
-                   f"{lay_s + ('' if lay == layout else ' [alt]'):<22} {frac:>9} "
+                   f"{lay_s + ('' if lay == layout else ' [alt]'):<22} "
+                   f"{f'{loop_cores:.2f}/{eng_cores:.2f}':>9} {frac:>9} "
                    f"{t_loop / t_eng:>6.2f}")
             rows.append(row)
             print(row, flush=True)
@@ -123,7 +135,8 @@ def main() -> None:
     for r in rows:
         print(r)
     print(f"load average at end {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); "
-          f"ratio = loop_s / engine_s")
+          f"ratio = loop_s / engine_s; cores = CPU seconds per wall second, loop/engine (with D "
+          f"devices the engine's ideal ratio is about D / loop cores)")
 
 
 if __name__ == "__main__":
