@@ -297,21 +297,36 @@ def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:
 _setup_jit = jax.jit(_setup, static_argnums=0)
 
 
+def epoch_permutation(cfg: TrainConfig, shuffle_key: Array, epoch: Any) -> Array:
+    """The example order of epoch ``epoch``: jax.random.permutation(fold_in(key, epoch), n),
+    padded with zeros to ceil(n/b) * b entries (the padding carries weight 0 in a minibatch)."""
+    n, b = cfg.task.n_train, cfg.batch_size
+    pad = -(-n // b) * b - n
+    perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n).astype(jnp.int32)
+    return jnp.concatenate([perm, jnp.zeros((pad,), jnp.int32)])
+
+
+def batch_slice(cfg: TrainConfig, perm: Array, step: Any) -> tuple[Array, Array]:
+    """Minibatch of optimiser step ``step`` from its epoch's ``perm`` (:func:`epoch_permutation`):
+    (indices (b,), weights (b,) of 0/1), the slice j = step mod ceil(n/b) of b entries."""
+    n, b = cfg.task.n_train, cfg.batch_size
+    nb = -(-n // b)
+    weight = jnp.concatenate([jnp.ones((n,), cfg.jnp_dtype), jnp.zeros((nb * b - n,), cfg.jnp_dtype)])
+    j = step % nb
+    return (jax.lax.dynamic_slice_in_dim(perm, j * b, b),
+            jax.lax.dynamic_slice_in_dim(weight, j * b, b))
+
+
 def batch_indices(cfg: TrainConfig, shuffle_key: Array, step: Any) -> tuple[Array, Array]:
     """Minibatch of optimiser step ``step`` (0-based): (indices (b,), weights (b,) of 0/1).
 
     Epoch e = step // ceil(n/b) uses the permutation jax.random.permutation(fold_in(key, e), n),
-    walked in consecutive slices of b; the last slice is padded with weight-0 entries.
+    walked in consecutive slices of b; the last slice is padded with weight-0 entries. (The
+    training loop draws each epoch's permutation once, at the epoch's first step, and carries it;
+    this function is the same minibatch computed from scratch.)
     """
-    n, b = cfg.task.n_train, cfg.batch_size
-    nb = -(-n // b)
-    epoch, j = step // nb, step % nb
-    perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-    pad = nb * b - n
-    perm = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])
-    weight = jnp.concatenate([jnp.ones((n,), cfg.jnp_dtype), jnp.zeros((pad,), cfg.jnp_dtype)])
-    return (jax.lax.dynamic_slice_in_dim(perm, j * b, b),
-            jax.lax.dynamic_slice_in_dim(weight, j * b, b))
+    nb = -(-cfg.task.n_train // cfg.batch_size)
+    return batch_slice(cfg, epoch_permutation(cfg, shuffle_key, step // nb), step)
 
 
 def loss_value(cfg: TrainConfig, pred: Array, y: Array, weight_N: Array | None = None) -> Array:
@@ -433,12 +448,20 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
         lin_step = make_step(lin_pred) if cfg.linearized else None
 
         def one_step(carry, i):
+            out = {}
             if minibatch:
-                idx, w = batch_indices(cfg, shuffle_key, i)
+                # a new permutation at each epoch's first step only: the predicate depends on the
+                # step alone, so the cond stays a branch under vmap (one O(n log n) draw per epoch,
+                # not per step)
+                nb = -(-cfg.task.n_train // cfg.batch_size)
+                out["perm"] = jax.lax.cond(
+                    i % nb == 0, lambda: epoch_permutation(cfg, shuffle_key, i // nb),
+                    lambda: carry["perm"])
+                idx, w = batch_slice(cfg, out["perm"], i)
                 batch = (x_tr[idx], y_tr[idx], w)
             else:
                 batch = (x_tr, y_tr, None)
-            out = {"net": net_step(carry["net"], batch)}
+            out["net"] = net_step(carry["net"], batch)
             if cfg.linearized:
                 out["lin"] = lin_step(carry["lin"], batch)
             return out, None
@@ -509,6 +532,8 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
         carry = {"net": (theta0, opt.init(theta0), no_div)}
         if cfg.linearized:
             carry["lin"] = (theta0, opt.init(theta0), no_div)
+        if minibatch:   # replaced at step 0 (an epoch's first step)
+            carry["perm"] = jnp.zeros((-(-n // cfg.batch_size) * cfg.batch_size,), jnp.int32)
         carry, out = jax.lax.scan(log, carry, jnp.arange(n_chunks + 1))
         if cfg.save_params:
             out["init_params"] = params0
