@@ -112,10 +112,11 @@ def kernel_regression_errors(H, Ht, y_NT, yt_NT, ns, jitter: float = JITTER) -> 
     return np.asarray(out)
 
 
-def ntk_lr(seed: int = 0, n: int = 8) -> float:
-    """lr_ntk = 1 / (2 lambda): lambda the mean top eigenvalue of Theta(x, x)[2:, 2:] (float64)."""
+def ntk_lr(seed: int = 0, n: int = 8, length: int = LENGTH) -> float:
+    """lr_ntk = 1 / (2 lambda): lambda the mean top eigenvalue of Theta(x, x)[2:, 2:] (float64)
+    over n concept-task sequences of ``length`` tokens (T)."""
     with jax.enable_x64(True):
-        tc = task_config(n, 1)
+        tc = task_config(n, 1, length)
         x = tasks.sample_inputs(tc, jax.random.key(BASE_SEED + 7 + seed), n, {"eps_x": EPS_X},
                                 dtype=jnp.float64)
         lam = []
