@@ -615,6 +615,79 @@ def load_spec(path: str | os.PathLike) -> Spec:
     return parse_spec(text, str(p))
 
 
+def _toml_value(v: Any) -> str:
+    """A TOML literal for a scalar or (nested) list: bool, int, float (inf, nan), str."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(e) for e in v) + "]"
+    raise SpecError([f"override value {v!r}: not a TOML scalar or list"])
+
+
+def override_spec(spec: Spec, overrides: Mapping[str, Any]) -> Spec:
+    """``spec`` with some values replaced, re-parsed and validated (e.g. an experiment's scales).
+
+    ``overrides`` maps 'section.name' (e.g. 'model.width', 'task.n_train', 'sweep.seeds') to a
+    scalar or a list; each must replace a one-line ``name = ...`` entry already present in that
+    table of the spec's TOML text (its trailing comment is dropped). The new text is what the
+    store records, so a resumed store compares the values actually used. SpecError if a key is
+    not found once, or the result is invalid.
+    """
+    problems = []
+    for key in overrides:
+        if key.count(".") != 1:
+            problems.append(f"override {key!r}: must be 'section.name'")
+    if problems:
+        raise SpecError(problems)
+    found = dict.fromkeys(overrides, 0)
+    section = None
+    out = []
+    for line in spec.text.splitlines():
+        head = line.strip()
+        if head.startswith("[") and not head.startswith("[["):
+            section = head[1:head.index("]")].strip() if "]" in head else None
+        elif head.startswith("[["):
+            section = None
+        else:
+            name = head.split("=", 1)[0].strip() if "=" in head and not head.startswith("#") else ""
+            key = f"{section}.{name}"
+            if name and key in overrides:
+                found[key] += 1
+                indent = line[:len(line) - len(line.lstrip())]
+                line = f"{indent}{name} = {_toml_value(overrides[key])}"
+        out.append(line)
+    problems = [f"override {k!r}: found {n} one-line '{k.split('.')[1]} = ...' entries in "
+                f"[{k.split('.')[0]}], need exactly 1" for k, n in found.items() if n != 1]
+    if problems:
+        raise SpecError(problems)
+    text = "\n".join(out) + "\n"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise SpecError([f"override {k!r}: the entry spans several lines; write it on one"
+                         for k in overrides]) from None
+    for key, v in overrides.items():
+        sec, name = key.split(".")
+        want = list(v) if isinstance(v, tuple) else v
+        got = raw.get(sec, {}).get(name)
+        if got != want and not (isinstance(want, float) and isinstance(got, float)
+                                and math.isnan(want) and math.isnan(got)):
+            problems.append(f"override {key!r}: the entry spans several lines; write it on one")
+    if problems:
+        raise SpecError(problems)
+    return parse_spec(text, spec.name)
+
+
 # ---------------------------------------------------------------------------------------------
 # runs and buckets
 

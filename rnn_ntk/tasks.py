@@ -72,6 +72,33 @@ Kinds (:data:`TASK_KINDS`):
     T (over the reference sample and the k outputs), so Var y_T averaged over the outputs is
     about 1 (single outputs vary with the teacher's read-out column norms); mean 0 for an odd
     activation such as the default tanh.
+
+``ntk_teacher`` (Cayci & Eryilmaz 2024: a target inside the kernel class of the *diagonal* RNN).
+    M = ``ntk_units`` reference units theta_i = (w_i, u_i) in R^D, D = 1 + d, iid N(0, I_D): the
+    initialisation law of one unit of a diagonal RNN (:mod:`rnn_ntk.model`, recurrence
+    'diagonal'). Each runs the single-unit recurrence
+        g_t = s_w w h_{t-1} + (s_u / sqrt d) <u, x_t>,    h_t = phi(g_t),    h_0 = 0,
+    with s_w = ``teacher_sigma_w``, s_u = sqrt(d) (input drive of variance eps_x^2, as for
+    ``teacher``), no bias, phi = ``teacher_activation``. Per output k a bounded transport map
+        nu_k(theta) = tanh(A_k theta / sqrt(D) + a_k) / sqrt(D),    A_k (D, D), a_k (D,) iid N(0, 1),
+    so ||nu_k(theta)|| < 1 for every theta, and
+        y_{t,k}(x) = c_k (1/M) sum_i <nu_k(theta_i), grad_theta h_t(x; theta_i)>,
+    a Monte-Carlo estimate (M draws of the initialisation) of the element
+        f_{t,k}(x) = E_theta[ <c_k nu_k(theta), grad_theta h_t(x; theta)> ]
+    of the transport-mapping class of Cayci & Eryilmaz (transport c_k nu_k, sup norm <= c_k).
+    The gradient is over (w, u): the groups {W, U} of a diagonal student with sigma_w = s_w,
+    sigma_u = sqrt(d), sigma_b = 0 and the same activation, whose units have the same law. Such a
+    student (read-out (s_v / sqrt m) sum_i v_i h_i) linearised at its initialisation and moved by
+    delta_i = sign(v_i) c_k nu_k(theta_i) / (s_v E|v| sqrt m) has f_lin -> f_k as m -> inf
+    (law of large numbers, v independent of theta), with ||delta_i|| <= sqrt(pi/2) B_k /
+    (s_v sqrt m), B_k = c_k sup ||nu_k||: inside the per-unit projection ball rho / sqrt m once
+    rho >= sqrt(pi/2) B_k / s_v. ``transport_bound`` = c_k max_i ||nu_k(theta_i)|| estimates B_k.
+    c_k = 1/RMS of the un-normalised y_{T,k} over the reference sample, so Var y_{T,k} ~ 1 for
+    every output; mean 0 exactly for an odd phi (y(-x) = -y(x), tokens symmetric). There are no
+    random output signs: a sign drawn independently of theta would make the expectation 0 and
+    the normalised sum a Gaussian-process draw, which is not in the class. The Monte-Carlo
+    remainder has variance Var_theta(<nu, grad h>) / M: about 0.6% of Var y at M = 512 and 0.15%
+    at M = 2048 for d = 8, T = 5, s_w = 0.5 (one draw).
 """
 from __future__ import annotations
 
@@ -90,7 +117,7 @@ from rnn_ntk.model import ConfigError
 Array = jax.Array
 
 TASK_KINDS = ("random_labels", "concept", "wang_additive", "wang_nvar", "lag", "state_space",
-              "teacher")
+              "teacher", "ntk_teacher")
 TARGETS = ("last", "all")
 LINKS: dict[str, Callable[[Array], Array]] = {
     "sin": jnp.sin,
@@ -109,8 +136,10 @@ _STATIC_OPTIONS: dict[str, tuple[str, ...]] = {
     "link": ("wang_additive", "wang_nvar", "lag"),
     "state_dim": ("state_space",),
     "teacher_width": ("teacher",),
-    "teacher_activation": ("teacher",),
-    "n_ref": ("concept", "wang_additive", "wang_nvar", "lag", "state_space", "teacher"),
+    "teacher_activation": ("teacher", "ntk_teacher"),
+    "ntk_units": ("ntk_teacher",),
+    "n_ref": ("concept", "wang_additive", "wang_nvar", "lag", "state_space", "teacher",
+              "ntk_teacher"),
 }
 
 
@@ -130,7 +159,9 @@ class TaskConfig:
     Kind-specific static options (left at their defaults by the other kinds):
       n_terms: p, terms per position of the concept class.  n_vars: N and span: l0 of the
       N-variable target.  link: f of the Wang and lag targets ('sin', 'tanh', 'linear').
-      state_dim: r of the state-space system.  teacher_width, teacher_activation: the teacher RNN.
+      state_dim: r of the state-space system.  teacher_width, teacher_activation: the teacher RNN
+      (teacher_activation is also the activation of the ntk_teacher's units).  ntk_units: M,
+      the reference units of the ntk_teacher.
       n_ref: size of the reference sample used to normalise targets (all kinds but random_labels).
     """
 
@@ -148,6 +179,7 @@ class TaskConfig:
     state_dim: int = 8
     teacher_width: int = 32
     teacher_activation: str = "tanh"
+    ntk_units: int = 512
     n_ref: int = 2048
 
     def __post_init__(self) -> None:
@@ -167,6 +199,7 @@ class TaskConfig:
         if self.teacher_activation not in model.ACTIVATIONS:
             raise ConfigError(f"teacher_activation must be one of {sorted(model.ACTIVATIONS)}, "
                               f"got {self.teacher_activation!r}")
+        _check_int("ntk_units", self.ntk_units, 1)
         _check_int("n_ref", self.n_ref, 2)
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, kinds in _STATIC_OPTIONS.items():
@@ -206,7 +239,8 @@ def default_task_hparams(tcfg: TaskConfig) -> dict[str, float]:
 
     eps_x: token norm (<= 1 for random_labels and concept).  delta: requested first-token
     separation (random_labels).  lag: k of the lag target (rounded to an integer).  rho: memory
-    decay of the state-space system.  teacher_sigma_w: recurrent multiplier of the teacher.
+    decay of the state-space system.  teacher_sigma_w: recurrent multiplier of the teacher (for
+    ntk_teacher: s_w of its diagonal units).
     """
     hp: dict[str, float] = {"label_noise": 0.0, "eps_x": 1.0}
     if tcfg.kind == "random_labels":
@@ -215,7 +249,7 @@ def default_task_hparams(tcfg: TaskConfig) -> dict[str, float]:
         hp["lag"] = float(min(2, tcfg.length - 1))
     elif tcfg.kind == "state_space":
         hp["rho"] = 0.9
-    elif tcfg.kind == "teacher":
+    elif tcfg.kind in ("teacher", "ntk_teacher"):
         hp["teacher_sigma_w"] = 1.0
     return hp
 
@@ -393,6 +427,46 @@ def _teacher_scales(tcfg: TaskConfig, sigma_w: Any, sigma_v: Any, dtype: Any) ->
                         width=jnp.asarray(float(tcfg.teacher_width), dtype))
 
 
+def ntk_teacher_config(tcfg: TaskConfig) -> model.RNNConfig:
+    """The ntk_teacher's M units as a diagonal RNN (s_w is set per sample via Scales; b = v = 0)."""
+    d = tcfg.input_dim
+    return model.RNNConfig(width=tcfg.ntk_units, input_dim=d, output_dim=1,
+                           activation=tcfg.teacher_activation, readout="all", sigma_w=1.0,
+                           sigma_u=math.sqrt(d), sigma_b=0.0, sigma_v=1.0, trainable=("W", "U"),
+                           recurrence="diagonal")
+
+
+def ntk_transport(A_KDD: Array, a_KD: Array, theta_MD: Array) -> Array:
+    """nu_k(theta_i) = tanh(A_k theta_i / sqrt(D) + a_k) / sqrt(D): (K, M, D), each norm < 1."""
+    D = theta_MD.shape[-1]
+    z = jnp.einsum("kde,me->kmd", A_KDD, theta_MD) / math.sqrt(D) + a_KD[:, None, :]
+    return jnp.tanh(z) / math.sqrt(D)
+
+
+def ntk_teacher_features(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    """Un-normalised ntk_teacher outputs (1/M) sum_i <nu_k(theta_i), grad_theta h_t(x; theta_i)>
+    for every t: (n, T, k). One forward-mode product (jax.jvp) of the M-unit diagonal recurrence
+    per output, tangent (nu_w, nu_u) = nu_k(theta_i) on unit i (the units are independent)."""
+    cfg = ntk_teacher_config(tcfg)
+    W, U = tparams["W"], tparams["U"]
+    M, d = U.shape
+    dtype = U.dtype
+    scales = model.Scales(sigma_w=jnp.asarray(tparams["sigma_w"], dtype),
+                          sigma_u=jnp.asarray(math.sqrt(d), dtype),
+                          sigma_b=jnp.asarray(0.0, dtype), sigma_v=jnp.asarray(1.0, dtype),
+                          width=jnp.asarray(float(M), dtype))
+    fixed = {"b": jnp.zeros((M,), dtype), "v": jnp.zeros((M, 1), dtype)}
+
+    def states(W_M: Array, U_MD: Array) -> Array:
+        return model.hidden_states(cfg, {"W": W_M, "U": U_MD, **fixed}, x_NTD, scales=scales)
+
+    def one_output(nu_MD: Array) -> Array:
+        dh_NTM = jax.jvp(states, (W, U), (nu_MD[:, 0], nu_MD[:, 1:]))[1]
+        return jnp.mean(dh_NTM, axis=-1)
+
+    return jnp.moveaxis(jax.vmap(one_output)(tparams["nu"]), 0, -1)
+
+
 @jax.jit
 def state_space_states(tparams: dict, x_NTD: Array) -> Array:
     """States s_1..s_T (n, T, r) of s_t = rho s_{t-1} + (1 - rho) tanh(A s_{t-1} + B x_t), s_0 = 0."""
@@ -433,6 +507,9 @@ def _target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
         return {"G": (r, r), "B": (r, d), "C": (k, r), "ref": (R, T, d)}
     if kind == "teacher":
         return {"ref": (R, T, d)}
+    if kind == "ntk_teacher":
+        M, D = tcfg.ntk_units, d + 1
+        return {"W": (M,), "U": (M, d), "A": (k, D, D), "a": (k, D), "ref": (R, T, d)}
     raise AssertionError(kind)
 
 
@@ -445,7 +522,9 @@ def target_params(tcfg: TaskConfig, key: Array, thp: dict | None = None,
     concept: a (T-1, p, k), w (T-1, p, d), mu, sd (T-1, k).  wang_additive: beta (T, d, k),
     var (T, k) = E f(beta_t^T x)^2.  wang_nvar: beta (N, d, k), c (k,).  lag: beta (d, k), c (k,),
     lag.  state_space: A (r, r), B (r, d), C (k, r), rho, c (k,).  teacher: params (the teacher's
-    groups), scales (:class:`rnn_ntk.model.Scales`).  random_labels has no target function.
+    groups), scales (:class:`rnn_ntk.model.Scales`).  ntk_teacher: W (M,), U (M, d) (the units
+    theta_i = (W_i, U_i)), A (k, D, D), a (k, D), nu (k, M, D) = nu_k(theta_i), sigma_w, c (k,),
+    transport_bound (k,) = c_k max_i ||nu_k(theta_i)||.  random_labels has no target function.
     """
     if tcfg.kind == "random_labels":
         raise ConfigError("kind 'random_labels' has no target function (its labels are iid noise)")
@@ -488,6 +567,13 @@ def _target_params(tcfg: TaskConfig, key: Array, hp: dict, dtype: Any) -> dict[s
             y_ref = y_ref[:, -1, :]
         return {"params": params,
                 "scales": _teacher_scales(tcfg, hp["teacher_sigma_w"], _rms_scale(y_ref), dtype)}
+    if kind == "ntk_teacher":
+        theta = jnp.concatenate([g["W"][:, None], g["U"]], axis=1)
+        nu = ntk_transport(g["A"], g["a"], theta)
+        tp = {"W": g["W"], "U": g["U"], "A": g["A"], "a": g["a"], "nu": nu,
+              "sigma_w": jnp.asarray(hp["teacher_sigma_w"], dtype)}
+        c = _rms_scale(ntk_teacher_features(tcfg, tp, eps * _unit(g["ref"]))[:, -1, :], axis=0)
+        return dict(tp, c=c, transport_bound=c * jnp.max(jnp.linalg.norm(nu, axis=-1), axis=-1))
     raise AssertionError(kind)
 
 
@@ -504,6 +590,9 @@ def target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
         raise ConfigError("kind 'random_labels' has no target function (its labels are iid noise)")
     if kind == "teacher":
         return model.apply(teacher_config(tcfg), tparams["params"], x_NTD, scales=tparams["scales"])
+    if kind == "ntk_teacher":
+        y = tparams["c"][None, None, :] * ntk_teacher_features(tcfg, tparams, x_NTD)
+        return y[:, -1, :] if last else y
     if kind == "concept":
         Z = (_concept_terms(tcfg, tparams, x_NTD[:, 1:, :]) - tparams["mu"][None]) / tparams["sd"][None]
         L = Z.shape[1]

@@ -252,3 +252,31 @@ def test_example_spec_is_valid():
     # trainable x eps_x x zip(width, lr) x 4 seeds
     assert len(plan.runs) == 2 * 2 * 3 * 4
     assert {(r.coords[2], r.coords[3]) for r in plan.runs} == {(64, 0.4), (128, 0.2), (256, 0.1)}
+
+
+def test_override_spec_replaces_one_line_entries_and_revalidates():
+    base = parse(model="width = [4, 8]", train="lr = 0.5   # a comment\nproj_radius = 3.0",
+                 sweep_="seeds = 2\npack_widths = \"auto\"")
+    sp = sweep.override_spec(base, {"model.width": [4, 8, 16], "train.lr": 0.25,
+                                    "task.n_train": 8, "sweep.seeds": 3,
+                                    "sweep.pack_widths": True, "train.proj_radius": math.inf})
+    assert sp.axis("width").values == (4, 8, 16)
+    assert sp.fixed["train"]["lr"] == 0.25 and sp.fixed["train"]["proj_radius"] == math.inf
+    assert sp.fixed["task"]["n_train"] == 8 and sp.axis("seed").values == (0, 1, 2)
+    assert sp.pack_widths is True
+    # everything not overridden is as before, and the base spec is untouched
+    for s in ("model", "task", "train"):
+        for k, v in base.resolved[s].items():
+            if k not in ("width", "lr", "n_train", "proj_radius"):
+                assert sp.resolved[s][k] == v, k
+    assert base.axis("width").values == (4, 8) and base.fixed["train"]["lr"] == 0.5
+    # a key that is not a one-line entry of its table, a bad key, a multi-line entry, a bad value
+    with pytest.raises(SpecError, match="'train.momentum'"):
+        sweep.override_spec(base, {"train.momentum": 0.5})
+    with pytest.raises(SpecError, match="'width'"):
+        sweep.override_spec(base, {"width": [4]})
+    multi = parse(model="width = [\n  4,\n  8]")
+    with pytest.raises(SpecError, match="one line|several lines"):
+        sweep.override_spec(multi, {"model.width": [16]})
+    with pytest.raises(SpecError, match="model.width"):
+        sweep.override_spec(base, {"model.width": [0, 4]})

@@ -26,7 +26,8 @@ OPTS = {"concept": dict(n_terms=5),                 # p = 5 wraps around the 4 p
         "wang_additive": dict(link="tanh"),
         "wang_nvar": dict(n_vars=3, span=3),        # offsets (0, 2, 3)
         "state_space": dict(state_dim=5),
-        "teacher": dict(teacher_width=16)}
+        "teacher": dict(teacher_width=16),
+        "ntk_teacher": dict(ntk_units=64)}
 
 
 def base_cfg(kind, target="all"):
@@ -180,7 +181,8 @@ def test_label_mean_and_variance(kind):
     y = f64(base_data(kind).y_test)                                   # (n, T, k), n = 2000
     # positions where the target is standardised to variance 1
     pos = {"random_labels": [0, 1, 2, 3, 4], "concept": [1, 2, 3, 4], "wang_additive": [0, 1, 2, 3, 4],
-           "wang_nvar": [3, 4], "lag": [2, 3, 4], "state_space": [4], "teacher": [4]}[kind]
+           "wang_nvar": [3, 4], "lag": [2, 3, 4], "state_space": [4], "teacher": [4],
+           "ntk_teacher": [4]}[kind]
     for t in pos:
         for k in range(K):
             assert abs(y[:, t, k].mean()) < 0.08, (t, k, y[:, t, k].mean())
@@ -409,6 +411,88 @@ def test_teacher_targets_equal_rnn_apply():
 
 
 # ---------------------------------------------------------------------------------------------
+# ntk_teacher: a target inside the diagonal RNN's kernel class
+
+def _unit_state(theta, xseq, t, s_w, phi=np.tanh):
+    """h_t of ONE diagonal unit theta = (w, u) on one sequence (T, d), as a python loop (s_u =
+    sqrt(d), so the input drive is <u, x_s>)."""
+    h = 0.0
+    for s in range(t + 1):
+        h = jnp.tanh(s_w * theta[0] * h + theta[1:] @ xseq[s])
+    return h
+
+
+def test_ntk_teacher_equals_brute_force_gradients():
+    c = T.TaskConfig(kind="ntk_teacher", n_train=5, n_test=6, length=3, input_dim=2, output_dim=2,
+                     target="all", ntk_units=3, n_ref=64)
+    thp = {"teacher_sigma_w": 0.7, "eps_x": 0.8}
+    key = jax.random.key(11)
+    tp = T.target_params(c, key, thp, dtype=jnp.float64)
+    d = T.sample_task(c, key, thp, dtype=jnp.float64)
+    W, U, A, a = (f64(tp[k]) for k in ("W", "U", "A", "a"))
+    cs = f64(tp["c"])
+    M, D = U.shape[0], U.shape[1] + 1
+    theta = np.concatenate([W[:, None], U], axis=1)                        # (M, D)
+    nu = np.tanh(np.einsum("kde,me->kmd", A, theta) / math.sqrt(D) + a[:, None, :]) / math.sqrt(D)
+    np.testing.assert_allclose(f64(tp["nu"]), nu, rtol=1e-12)
+    assert np.all(np.linalg.norm(nu, axis=-1) < 1)
+    np.testing.assert_allclose(f64(tp["transport_bound"]),
+                               cs * np.linalg.norm(nu, axis=-1).max(axis=1), rtol=1e-12)
+    grad = jax.jacrev(_unit_state)
+    for xs, ys in ((d.x_test, d.y_test), (d.x_train, d.y_train)):     # label_noise 0: clean
+        want = np.zeros(ys.shape)
+        for n in range(xs.shape[0]):
+            for t in range(3):
+                G = np.stack([f64(grad(jnp.asarray(theta[i]), xs[n], t, 0.7)) for i in range(M)])
+                want[n, t] = cs * np.einsum("kmd,md->k", nu, G) / M
+        np.testing.assert_allclose(f64(ys), want, rtol=1e-10, atol=1e-12)
+    y_last = T.target_values(c.replace(target="last"), tp, d.x_test)
+    np.testing.assert_allclose(f64(y_last), f64(d.y_test)[:, -1], rtol=1e-12)
+    # train and test inputs differ, the teacher is the same (above); another task key, another one
+    assert not np.allclose(f64(d.x_train[:5]), f64(d.x_test[:5]))
+    tp2 = T.target_params(c, jax.random.key(12), thp, dtype=jnp.float64)
+    assert not np.allclose(f64(tp2["W"]), W)
+
+
+def test_ntk_teacher_is_reached_by_a_wide_students_linearisation():
+    """The class claim of the docstring: a diagonal student with the teacher's init law, moved by
+    delta_i = sign(v_i) c nu(theta_i) / (s_v E|v| sqrt m) on its own units, linearised, gives
+    the teacher's function up to the two Monte-Carlo errors (M, m finite)."""
+    d, s_w, m = 4, 0.6, 4096
+    c = T.TaskConfig(kind="ntk_teacher", n_train=4, n_test=300, length=3, input_dim=d,
+                     ntk_units=1024, n_ref=1024)
+    thp = {"teacher_sigma_w": s_w}
+    key = jax.random.key(5)
+    tp = T.target_params(c, key, thp, dtype=jnp.float64)
+    data = T.sample_task(c, key, thp, dtype=jnp.float64)
+    # the teacher's units follow the initialisation law N(0, 1) (1024 * 5 draws)
+    th = np.concatenate([f64(tp["W"])[:, None], f64(tp["U"])], axis=1)
+    assert abs(th.mean()) < 0.06 and abs(th.var() - 1) < 0.08
+    cfg = model.RNNConfig(width=m, input_dim=d, activation="tanh", readout="last", sigma_w=s_w,
+                          sigma_u=math.sqrt(d), sigma_b=0.0, sigma_v=1.0, trainable=("W", "U"),
+                          recurrence="diagonal")
+    p0 = model.init_params(cfg, jax.random.key(99), jnp.float64)
+    theta0 = jnp.concatenate([p0["W"][:, None], p0["U"]], axis=1)
+    nu = T.ntk_transport(tp["A"], tp["a"], theta0)[0]                       # (m, D)
+    scale = tp["c"][0] * jnp.sign(p0["v"][:, 0]) / (math.sqrt(2 / math.pi) * math.sqrt(m))
+    delta = scale[:, None] * nu
+    assert float(jnp.max(jnp.linalg.norm(delta, axis=1))) * math.sqrt(m) <= \
+        math.sqrt(math.pi / 2) * float(tp["c"][0])
+    x = data.x_test
+    jvp = jax.jvp(lambda W, U: model.apply(cfg, {**p0, "W": W, "U": U}, x),
+                  (p0["W"], p0["U"]), (delta[:, 0], delta[:, 1:]))[1]
+    y = f64(data.y_test)
+    err = np.sqrt(np.mean((f64(jvp) - y) ** 2) / np.mean(y ** 2))
+    assert err < 0.15, err                      # measured 0.04-0.06 over teacher keys 5, 6, 7
+    # a control that must fail: the transport of another teacher does not reach this one
+    tp2 = T.target_params(c, jax.random.key(6), thp, dtype=jnp.float64)
+    nu2 = T.ntk_transport(tp2["A"], tp2["a"], theta0)[0]
+    jvp2 = jax.jvp(lambda W, U: model.apply(cfg, {**p0, "W": W, "U": U}, x),
+                   (p0["W"], p0["U"]), ((scale[:, None] * nu2)[:, 0], (scale[:, None] * nu2)[:, 1:]))[1]
+    assert np.sqrt(np.mean((f64(jvp2) - y) ** 2) / np.mean(y ** 2)) > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
 # jit / vmap
 
 def _batched_thp(kind):
@@ -416,11 +500,12 @@ def _batched_thp(kind):
     hp.update({"random_labels": {"delta": np.array([0.001, 0.002, 0.004])},
                "lag": {"lag": np.array([0.0, 1.0, 3.0])},
                "state_space": {"rho": np.array([0.0, 0.5, 0.95])},
-               "teacher": {"teacher_sigma_w": np.array([0.5, 1.0, 1.5])}}.get(kind, {}))
+               "teacher": {"teacher_sigma_w": np.array([0.5, 1.0, 1.5])},
+               "ntk_teacher": {"teacher_sigma_w": np.array([0.3, 0.6, 0.9])}}.get(kind, {}))
     return hp
 
 
-VMAP_FAST = ("random_labels", "lag", "state_space", "teacher")
+VMAP_FAST = ("random_labels", "lag", "state_space", "teacher", "ntk_teacher")
 
 
 @pytest.mark.parametrize("kind", [k if k in VMAP_FAST else pytest.param(k, marks=pytest.mark.slow)
@@ -479,6 +564,9 @@ BAD_FIELDS = [
     ("teacher_width", dict(kind="teacher", teacher_width=0)),
     ("teacher_activation", dict(kind="teacher", teacher_activation="swish")),
     ("n_ref", dict(kind="lag", n_ref=1)),
+    ("ntk_units", dict(kind="ntk_teacher", ntk_units=0)),
+    ("ntk_units", dict(kind="ntk_teacher", ntk_units=2.0)),
+    ("teacher_activation", dict(kind="ntk_teacher", teacher_activation="swish")),
     ("input_dim", dict(kind="random_labels", input_dim=2)),
     ("input_dim", dict(kind="concept", input_dim=1)),
     ("length", dict(kind="concept", length=1)),
@@ -487,6 +575,8 @@ BAD_FIELDS = [
     ("teacher_width", dict(kind="concept", teacher_width=8)),
     ("n_ref", dict(kind="random_labels", n_ref=100)),
     ("link", dict(kind="teacher", link="tanh")),
+    ("ntk_units", dict(kind="teacher", ntk_units=64)),
+    ("teacher_width", dict(kind="ntk_teacher", teacher_width=8)),
 ]
 
 
@@ -515,6 +605,7 @@ BAD_HPARAMS = [
     ("lag", "lag", float("nan")),
     ("teacher", "teacher_sigma_w", -1.0),
     ("teacher", "label_noise", np.array([0.1, -0.1])),   # arrays (a run axis) are checked too
+    ("ntk_teacher", "teacher_sigma_w", -0.5),
 ]
 
 

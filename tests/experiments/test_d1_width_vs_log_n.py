@@ -109,43 +109,89 @@ def test_verdict_rules_and_interval():
 
 
 def test_ci_end_to_end(tmp_path):
+    import jax
+
+    from rnn_ntk import load_results, sweep, tasks, train
     res, figs = tmp_path / "results", tmp_path / "figures"
     d1.run(res, "ci")
-    st = d1.SETTINGS["ci"]
-    for n in st.n_grid:
-        a, meta = load_arrays(res / d1.NAME / f"n{n}.npz")
-        S, M = st.seeds, len(st.widths)
-        assert a["test_loss"].shape == (S, M, st.steps // st.log_every + 1)
-        assert np.all(np.isfinite(a["test_loss"]))
-        # symmetric init: the initial output is 0, so the step-0 test loss is the same for every
-        # width of a seed (the clean targets' second moment) and the projection holds:
-        # ||dU||^2 + ||dW||^2 <= m (rho / sqrt m)^2 = rho^2
-        np.testing.assert_allclose(a["test_loss"][:, :, 0], a["test_loss"][:, :1, 0] *
-                                   np.ones((1, M)), rtol=1e-6)
-        tot = a["dtheta_U"][:, :, -1] ** 2 + a["dtheta_W"][:, :, -1] ** 2
-        assert np.all(tot <= d1.PROJ_RADIUS ** 2 * (1 + 1e-4))
-        assert meta["n"] == n
-    mtime = (res / d1.NAME / f"n{st.n_grid[0]}.npz").stat().st_mtime_ns
+    spec = d1.spec_for("ci")
+    ds = load_results(res / d1.NAME / "sweep")
+    S, N, M = len(spec.axis("seed").values), len(spec.axis("n_train").values), \
+        len(spec.axis("width").values)
+    steps, log_every = spec.fixed["train"]["steps"], spec.fixed["train"]["log_every"]
+    tl = ds["test_loss"].transpose("seed", "n_train", "width", "step").values
+    assert tl.shape == (S, N, M, steps // log_every + 1)
+    assert bool(ds["ran"].all()) and np.all(np.isfinite(tl))
+    # symmetric init: the initial output is 0, so the step-0 test loss is the clean targets'
+    # second moment, the same for every width of a seed ...
+    np.testing.assert_allclose(tl[..., 0], tl[:, :, :1, 0] * np.ones((1, 1, M)), rtol=1e-6)
+    assert np.all(ds["train_loss"].isel(step=-1).values < ds["train_loss"].isel(step=0).values)
+    # ... and the projection holds: ||dU||^2 + ||dW||^2 <= m (rho / sqrt m)^2 = rho^2
+    rho = spec.fixed["train"]["proj_radius"]
+    tot = ds["dtheta_U"].isel(step=-1).values ** 2 + ds["dtheta_W"].isel(step=-1).values ** 2
+    assert np.all(tot <= rho ** 2 * (1 + 1e-4))
+    # the teacher of seed s is the engine's: data of train.setup_run at run_key(s, ()) are the
+    # ntk_teacher of teacher.npz's key path, and teacher.npz holds its transport bound
+    tb, _ = load_arrays(res / d1.NAME / "teacher.npz")
+    cfg = sweep.build_config(spec, [("task", "n_train", spec.axis("n_train").values[0])],
+                             spec.axis("width").values[0])
+    thp = {"teacher_sigma_w": spec.fixed["task"]["teacher_sigma_w"]}
+    for i, s in enumerate(spec.axis("seed").values):
+        key = train.run_key(s, ())
+        data = train.setup_run(cfg, key, thp).data
+        tp = tasks.target_params(cfg.task, jax.random.fold_in(key, 1), thp)
+        np.testing.assert_allclose(np.asarray(tasks.target_values(cfg.task, tp, data.x_test)),
+                                   np.asarray(data.y_test), rtol=1e-5, atol=1e-6)
+        assert tb["B"][i] == pytest.approx(float(tp["transport_bound"][0]), rel=1e-6)
+    mtimes = sorted(p.stat().st_mtime_ns for p in (res / d1.NAME).rglob("*") if p.is_file())
     d1.run(res, "ci")                                                       # resumable: skipped
-    assert (res / d1.NAME / f"n{st.n_grid[0]}.npz").stat().st_mtime_ns == mtime
+    assert sorted(p.stat().st_mtime_ns for p in (res / d1.NAME).rglob("*") if p.is_file()) \
+        == mtimes
     paths = d1.figures(res, figs)
     assert len(paths) == 4 and all(p.exists() and p.stat().st_size > 0 for p in paths)
     cl = d1.claims(res)
     assert len(cl) == 2
     assert all(c.verdict in VERDICTS and c.experiment == d1.NAME for c in cl)
+    assert "budget check" in cl[0].claim and "projection ball" in cl[0].claim
+
+
+def test_scales_override_only_sizes():
+    base, ci, large = d1.spec_for("default"), d1.spec_for("ci"), d1.spec_for("large")
+    for sp in (ci, large):
+        for sec in ("model", "task", "train"):
+            for k in ("sigma_w", "teacher_sigma_w", "label_noise", "lr", "proj_radius", "kind",
+                      "recurrence", "init", "projection"):
+                if k in base.fixed[sec]:
+                    assert sp.fixed[sec][k] == base.fixed[sec][k], k
+    assert base.fixed["task"]["teacher_sigma_w"] == base.fixed["model"]["sigma_w"]
+    assert base.fixed["task"]["teacher_activation"] == base.fixed["model"]["activation"]
+    assert large.axis("width").values[-1] == 1024 and large.axis("n_train").values[-1] == 2000
 
 
 def _fake_store(root, mstar_fn, n_grid, S=4, noise=0.02):
-    """Pieces in the experiment's format whose relative excess risk crosses 0.1 at mstar_fn(n)."""
-    from rnn_ntk.reproduce import save_arrays
-    risk = _synthetic(mstar_fn, n_grid, S=S, noise=noise)                    # (S, N, M)
-    M = len(WIDTHS)
-    for i, n in enumerate(n_grid):
-        y2 = 1.3                                                            # clean E y^2
-        test = np.stack([np.full((S, M), y2), y2 * risk[:, i]], axis=-1)      # (S, M, 2 logs)
-        save_arrays(root / d1.NAME / f"n{int(n)}.npz", {"settings": {"scale": "fake"}, "n": int(n)},
-                    test_loss=test, train_loss=test * 0.9, diverged=np.zeros((S, M, 2), bool),
-                    widths=WIDTHS.astype(int), steps=np.array([0, 100]))
+    """A sweep store in the experiment's layout whose relative excess risk crosses the
+    experiment's threshold at mstar_fn(n)."""
+    from rnn_ntk import store
+    risk = _synthetic(mstar_fn, n_grid, S=S, noise=noise) * (d1.THRESHOLD / 0.1)  # (S, N, M)
+    out = root / d1.NAME / "sweep"
+    widths = [int(w) for w in WIDTHS]
+    ns = [int(n) for n in n_grid]
+    store.open_store(out, {"spec": {"fake": True, "train": {"proj_radius": 20.0}},
+                           "axes": {"width": widths, "n_train": ns, "seed": list(range(S))}},
+                     resume=False)
+    y2 = 1.3                                                                 # clean E y^2
+    coords, test = [], []
+    for j, w in enumerate(widths):
+        for i, n in enumerate(ns):
+            for s in range(S):
+                coords.append((w, n, s))
+                # 4 logs: flat over the last quarter (a converged budget)
+                test.append([y2, y2 * 2 * risk[s, i, j], y2 * risk[s, i, j], y2 * risk[s, i, j]])
+    test = np.asarray(test)
+    store.write_chunk(out, "fake", coords, {"test_loss": test, "train_loss": 0.9 * test,
+                                            "diverged": np.zeros(test.shape, bool)},
+                      {"test_loss": ("step",), "train_loss": ("step",), "diverged": ("step",)},
+                      [0, 100, 200, 300])
 
 
 @pytest.mark.parametrize("fn,expect", [(lambda n: 12.0 * np.log(n) - 40.0, "agrees"),
