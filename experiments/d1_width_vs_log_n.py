@@ -295,12 +295,13 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
 # ----------------------------------------------------------------------------------------------
 # analysis
 
-def _load(results_dir: str | Path) -> dict[str, Any] | None:
+def _load(results_dir: str | Path) -> dict[str, Any]:
     """The store as arrays: n_grid (N,), widths (M,), rel (S, N, M) final rel. excess risk,
-    rel_q (S, N, M) the same at 3/4 of the steps, train_rel, diverged, spec values."""
+    rel_q (S, N, M) the same at 3/4 of the steps, train_rel, diverged, spec values.
+    FileNotFoundError when the sweep has not been run (the experiment protocol)."""
     out = _store_dir(results_dir)
     if not (out / store.HEADER).exists():
-        return None
+        raise FileNotFoundError(f"no D1 sweep store in {out}")
     ds = store.load_results(out)
     order = ("seed", "n_train", "width", "step")
     tl = ds["test_loss"].transpose(*order).values.astype(np.float64)
@@ -315,11 +316,7 @@ def _load(results_dir: str | Path) -> dict[str, Any] | None:
            "ran": ds["ran"].transpose(*order[:-1]).values, "budget": int(steps[-1])}
     res["budget_change"] = float(np.nanmax(np.abs(
         np.mean(res["rel"], axis=0) / np.mean(res["rel_q"], axis=0) - 1.0)))
-    spec = {}
-    try:
-        spec = store.read_header(out)["spec"]
-    except Exception:
-        pass
+    spec = store.read_header(out)["spec"]
     res["rho"] = spec.get("train", {}).get("proj_radius")
     res["sigma_v"] = spec.get("model", {}).get("sigma_v", 1.0)
     tpath = _teacher_path(results_dir)
@@ -339,8 +336,6 @@ def _analysis(res: dict[str, Any]) -> dict[str, Any]:
 
 def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
     res = _load(results_dir)
-    if res is None:
-        return []
     an = _analysis(res)
     n, w, rel = res["n_grid"], res["widths"], res["rel"]
     paths: list[Path] = []
@@ -394,8 +389,6 @@ def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
 
 def claims(results_dir: str | Path) -> list[Claim]:
     res = _load(results_dir)
-    if res is None:
-        return []
     an = _analysis(res)
     n, w = res["n_grid"], res["widths"]
     ms = an["mstar"]

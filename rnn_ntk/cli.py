@@ -293,11 +293,13 @@ def _add_figures(p: argparse.ArgumentParser) -> None:
 
 def _draw(modules, results: Path, fig_dir: Path, results_md: str | None, *,
           names_given: bool) -> int:
-    """Figures and claims of each experiment from stored results; RESULTS.md from the claims."""
+    """Figures and claims of each named experiment from stored results, then RESULTS.md from the
+    claims of every experiment that has stored results (naming one experiment redraws its figures
+    but never drops the others' rows from RESULTS.md)."""
     import time
 
     from rnn_ntk import reproduce
-    claims, missing = [], []
+    claims, missing = {}, []
     for mod in modules:
         try:
             paths = mod.figures(results, fig_dir)
@@ -305,7 +307,7 @@ def _draw(modules, results: Path, fig_dir: Path, results_md: str | None, *,
         except FileNotFoundError:
             missing.append(mod.NAME)
             continue
-        claims.extend(rows)
+        claims[mod.NAME] = rows
         for path in paths:
             print(f"figure: {path}")
         for c in rows:
@@ -316,11 +318,18 @@ def _draw(modules, results: Path, fig_dir: Path, results_md: str | None, *,
               file=sys.stderr)
         if names_given:
             return EXIT_FAIL
+    for mod in reproduce.discover():
+        if mod.NAME not in claims:
+            try:
+                claims[mod.NAME] = mod.claims(results)
+            except FileNotFoundError:
+                pass
     if claims:
         md_path = Path(results_md) if results_md else reproduce.experiments_dir() / "RESULTS.md"
         header = f"Last generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
-        reproduce.write_text(md_path, reproduce.results_markdown(claims, header=header))
-        print(f"claims: {md_path}")
+        rows = [c for name in sorted(claims) for c in claims[name]]
+        reproduce.write_text(md_path, reproduce.results_markdown(rows, header=header))
+        print(f"claims: {md_path} ({len(claims)} experiments)")
     return EXIT_OK
 
 
