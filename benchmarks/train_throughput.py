@@ -1,6 +1,6 @@
 """Throughput of the training engine (train_many) against a Python loop of jitted single runs.
 
-    python benchmarks/train_throughput.py [--quick] [--devices N] [--layouts] [--rows 1,3]
+    python benchmarks/train_throughput.py [--quick] [--devices N] [--layouts] [--progress] [--rows 1,3]
 
 Rows (random_labels, d = 8, full-batch GD, float32): (m=64, T=20, n=256, 64 runs, 200 steps),
 (m=32, T=10, n=32, 256 runs, 200 steps), (m=1024, T=10, n=64, 4 runs, 40 steps). Both sides run
@@ -13,8 +13,12 @@ engine's FLOP rate, counting 6 n T m^2 flops per step (the recurrent matmuls of 
 and the two of the backward pass), as a fraction of the rate of a single program doing the same
 (n, m) x (m, m) matmuls back to back (3T per step). ``--layouts`` also times the other lane
 layouts (the measurements behind train.choose_layout). Sets jax_num_cpu_devices (default: the
-number of CPU cores) before jax initialises. The load average is printed with the numbers,
-since other processes on a shared machine change them.
+number of CPU cores) before jax initialises. ``--progress`` also times the default layout
+with step progress reports (``train_many(..., progress=...)``): one host callback per log of
+each run, one per run, and one per k logs (k from ``sweep.progress_every``, what ``rnn-ntk
+run`` uses; 0 there means chunk-end reports only), and prints the overhead ratio
+progress_s / plain_s (best and median of interleaved repetitions). The load average is printed
+with the numbers, since other processes on a shared machine change them.
 """
 from __future__ import annotations
 
@@ -34,8 +38,60 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--devices", type=int, default=os.cpu_count() or 1,
                    help="host CPU devices (jax_num_cpu_devices)")
     p.add_argument("--layouts", action="store_true", help="also time the other lane layouts")
+    p.add_argument("--progress", action="store_true",
+                   help="also time the default layout with progress reports (overhead ratio)")
     p.add_argument("--rows", type=str, default="", help="comma-separated row numbers (1-based) to run")
     return p.parse_args()
+
+
+def _progress_rows(cfg, keys, hp, lay, R, steps, log_every, reps) -> list[str]:
+    """Time train_many with progress reports every log and every k logs (k from the sweep's
+    rule, sweep.progress_every) against the plain program, interleaved (drifting load)."""
+    import jax
+
+    from rnn_ntk.sweep import progress_every
+    from rnn_ntk.train import train_many
+    count = [0]
+
+    def on_progress(lanes, n):
+        count[0] += len(lanes) * n
+
+    def run(every):
+        if every is None:
+            return train_many(cfg, keys, hp, layout=lay)
+        return train_many(cfg, keys, hp, layout=lay, progress=on_progress, progress_every=every)
+
+    k = progress_every(cfg, jax.default_backend())   # 0: the sweep reports at chunk ends only
+    n_logs = steps // log_every
+    variants = [None] + sorted({1, n_logs} | ({k} if k else set()))
+    for v in variants:
+        jax.block_until_ready(run(v))
+    times = {v: [] for v in variants}
+    for _ in range(reps):
+        for v in variants:
+            count[0] = 0
+            t = time.perf_counter()
+            jax.block_until_ready(run(v))
+            times[v].append(time.perf_counter() - t)
+            assert v is None or count[0] == R * steps, (count[0], R * steps)
+    import statistics
+    plain, plain_med = min(times[None]), statistics.median(times[None])
+    out = []
+    for v in variants[1:]:
+        n_calls = R * -(-(steps // log_every) // v)
+        t, t_med = min(times[v]), statistics.median(times[v])
+        rule = " (sweep rule)" if v == k else ""
+        row = (f"  progress every {v} log(s){rule}: {n_calls} "
+               f"callbacks, plain {plain:.2f} s (median {plain_med:.2f}), with progress "
+               f"{t:.2f} s (median {t_med:.2f}), overhead ratio {t / plain:.3f} (of medians "
+               f"{t_med / plain_med:.3f})")
+        print(row, flush=True)
+        out.append(row)
+    if not k:
+        row = "  (sweep rule: runs this short report only when their chunk ends: no overhead)"
+        print(row, flush=True)
+        out.append(row)
+    return out
 
 
 def main() -> None:
@@ -130,6 +186,8 @@ def main() -> None:
                    f"{t_loop / t_eng:>6.2f}")
             rows.append(row)
             print(row, flush=True)
+            if args.progress and lay == layout:
+                rows += _progress_rows(cfg, keys, hp, lay, R, steps, log_every, 2 * reps + 1)
     print()
     print(header)
     for r in rows:

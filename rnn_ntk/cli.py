@@ -8,7 +8,8 @@
 
 Subcommands live in a registry (:func:`register`), so others (``reproduce``, ``figures``) plug
 in with one call. Exit status: 0 success, 1 refused or failed (e.g. an existing output directory
-without --resume, a changed spec on resume), 2 invalid spec or arguments (nothing written).
+without --resume, a changed spec on resume, an output directory another writer holds), 2 invalid
+spec or arguments (nothing written).
 """
 from __future__ import annotations
 
@@ -88,39 +89,62 @@ def _max_memory(args: argparse.Namespace) -> tuple[bool, int | None]:
 
 
 def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool) -> int:
-    from tqdm import tqdm
-
+    """Plan (exit 2 if invalid, nothing written), take the out dir's writer lock (exit 1 if
+    another writer holds it), open the store and run the chunks under a tqdm bar of training
+    run-steps (ETA; chunk count in the postfix; disabled when stderr is not a terminal)."""
     from rnn_ntk import store, sweep
     setup_jax(x64 or "float64" in spec.dtypes)
     try:
-        plan = sweep.prepare(spec, out, resume=resume, max_memory=max_memory)
+        plan = sweep.make_plan(spec, max_memory=max_memory)
     except sweep.SpecError as e:
         _print_problems(e.problems)
         return EXIT_USAGE
+    try:
+        with store.lock_store(out) as lock:
+            if lock.note:
+                print(f"rnn-ntk: note: {lock.note}", file=sys.stderr)
+            plan = sweep.prepare(spec, out, resume=resume, max_memory=max_memory, plan=plan)
+            summary = _execute_with_bar(spec, plan, out)
     except store.StoreError as e:
         _err(str(e))
         return EXIT_FAIL
-    todo = sum(len(c.runs) for c in plan.chunks)
-    print(f"rnn-ntk: {spec.name}: {len(plan.runs)} runs, {len(plan.programs)} program(s), "
-          f"{len(plan.chunks)} chunk(s) to run ({todo} runs; {plan.n_done} already finished) "
-          f"-> {out}", file=sys.stderr)
-    bar = tqdm(total=len(plan.chunks), unit="chunk", desc=spec.name, disable=None,
-               file=sys.stderr, dynamic_ncols=True)
-    done_runs = [0]
-
-    def on_chunk(chunk, seconds: float) -> None:
-        done_runs[0] += len(chunk.runs)
-        bar.set_postfix_str(f"{done_runs[0]}/{todo} runs", refresh=False)
-        bar.update(1)
-
-    try:
-        summary = sweep.execute(plan, out, on_chunk=on_chunk)
-    finally:
-        bar.close()
     print(f"{spec.name}: {summary.n_runs} runs in the store ({summary.n_trained} trained now, "
           f"{summary.n_skipped} finished before), {summary.n_diverged} diverged, wall time "
           f"{summary.wall_s:.1f} s; results: {summary.results}")
     return EXIT_OK
+
+
+def _execute_with_bar(spec, plan, out: str):
+    from tqdm import tqdm
+
+    from rnn_ntk import sweep
+    todo = sum(len(c.runs) for c in plan.chunks)
+    print(f"rnn-ntk: {spec.name}: {len(plan.runs)} runs, {len(plan.programs)} program(s), "
+          f"{len(plan.chunks)} chunk(s) to run ({todo} runs; {plan.n_done} already finished) "
+          f"-> {out}", file=sys.stderr)
+    bar = tqdm(total=plan.steps_todo, unit="step", unit_scale=True, desc=spec.name,
+               disable=None, file=sys.stderr, dynamic_ncols=True)
+    done = {"chunks": 0, "runs": 0}
+
+    def postfix() -> str:
+        return f"chunk {done['chunks']}/{len(plan.chunks)}, {done['runs']}/{todo} runs"
+
+    bar.set_postfix_str(postfix(), refresh=False)
+
+    def on_step(n: int) -> None:   # from device threads, serialised by the training engine
+        bar.update(n)
+
+    def on_chunk(chunk, seconds: float) -> None:
+        done["chunks"] += 1
+        done["runs"] += len(chunk.runs)
+        bar.set_postfix_str(postfix(), refresh=False)
+        bar.refresh()
+
+    try:
+        return sweep.execute(plan, out, on_chunk=on_chunk,
+                             on_step=None if bar.disable else on_step)
+    finally:
+        bar.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +280,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 register("run", "run a sweep from a TOML spec into a result store", _add_run, _cmd_run,
          "Validate the spec, plan programs and chunks, train every chunk (each written atomically "
          "to DIR/chunks) and consolidate DIR/results.zarr. Open results with "
-         "rnn_ntk.load_results(DIR).")
+         "rnn_ntk.load_results(DIR). On a terminal a progress bar counts training steps (with "
+         "an ETA). One writer per DIR: a second run or --resume on a DIR in use is refused "
+         "(exit status 1), naming the holder.")
 register("validate", "check a spec and print the resolved plan (no training)", _add_validate,
          _cmd_validate,
          "Report every problem in the spec (exit status 2), or print the plan: compiled programs "

@@ -10,6 +10,7 @@ Layout of an output directory ``OUT``::
     OUT/chunks/<name>/manifest.json
                                 written last inside the chunk; lists the chunk's runs (coordinates)
     OUT/results.zarr            consolidated store (zarr v2 format), written when a run finishes
+    OUT/.rnn-ntk.lock           while a writer runs: its pid, host and start time (see lock_store)
 
 A chunk is written into ``OUT/chunks/.tmp-<name>-<pid>`` (files fsync'ed, manifest last) and then
 renamed to ``OUT/chunks/<name>`` in one ``os.rename``: a chunk directory either exists complete or
@@ -25,11 +26,15 @@ values (NaN elsewhere); per-unit arrays (final parameters) are NaN beyond each r
 """
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -41,6 +46,7 @@ CHUNKS = "chunks"
 RESULTS = "results.zarr"
 MANIFEST = "manifest.json"
 DATA = "data.npz"
+LOCK = ".rnn-ntk.lock"
 FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -124,6 +130,133 @@ def read_header(out_dir: str | os.PathLike) -> dict[str, Any]:
         raise StoreError(f"{path} is not valid JSON: {e}") from None
 
 
+# ---------------------------------------------------------------------------------------------
+# one writer per directory
+
+
+@dataclasses.dataclass
+class StoreLock:
+    """A held writer lock on a store directory (see :func:`lock_store`). ``note``: one line
+    saying that a stale lock was taken over, else None."""
+
+    path: Path
+    fd: int
+    note: str | None = None
+    created_dir: bool = False
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (idempotent); an output directory that this
+        lock created and that is still empty is removed too."""
+        if self.fd < 0:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding the flock
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+        if self.created_dir:
+            try:
+                self.path.parent.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
+
+    def __enter__(self) -> "StoreLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _lock_holder(fd: int) -> dict[str, Any]:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode(errors="replace")
+        info = json.loads(text) if text.strip() else {}
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe_holder(info: Mapping[str, Any]) -> str:
+    if not info:
+        return "holder unknown (empty lock file)"
+    return (f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, started "
+            f"{info.get('started', '?')}")
+
+
+def _pid_alive(pid: Any) -> bool | None:
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_store(out_dir: str | os.PathLike) -> StoreLock:
+    """Take the writer lock of ``out_dir`` (created if missing) or raise StoreError naming the
+    holder; use as a context manager (released on exit, also on exceptions).
+
+    The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``OUT/.rnn-ntk.lock``, which holds the
+    writer's pid, host and start time. The kernel drops a flock when its process dies (even by
+    SIGKILL), so a lock file left behind by a dead writer is stale: the next writer takes it
+    over (``note`` says so). A flock held by a live process, on this host or (on file systems
+    that support it, e.g. NFSv4) another, refuses the second writer. Release removes the file.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out} exists and is not a directory")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info = _lock_holder(fd)
+            os.close(fd)
+            raise StoreError(f"{out} is in use by another rnn-ntk writer ({_describe_holder(info)}); "
+                             f"wait for it to finish or stop it, then use --resume") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed this file as we opened it: lock the new one
+    lock = StoreLock(path, fd, created_dir=created)
+    try:
+        old = _lock_holder(fd)
+        if old:
+            gone = ""
+            if old.get("host") == socket.gethostname() and _pid_alive(old.get("pid")) is False:
+                gone = "; that process is gone"
+            lock.note = (f"taking over the stale lock of {out} ({_describe_holder(old)}{gone}); "
+                         f"it was not released")
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(me) + "\n").encode())
+        os.fsync(fd)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _entries(out: Path) -> list[Path]:
+    """A directory's entries, without the lock file."""
+    return [p for p in out.iterdir() if p.name != LOCK]
+
+
 def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume: bool) -> dict[str, Any]:
     """Create a store, or reopen one to resume; returns the header in force.
 
@@ -142,7 +275,7 @@ def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume:
     header.setdefault("format", FORMAT)
     if resume:
         if not (out / HEADER).exists():
-            if out.exists() and any(out.iterdir()):
+            if out.exists() and _entries(out):
                 raise StoreError(f"cannot resume: {out} is not empty but holds no {HEADER}")
             resume = False  # nothing to resume: start fresh
         else:
@@ -157,7 +290,7 @@ def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume:
     if out.exists():
         if not out.is_dir():
             raise StoreError(f"{out} exists and is not a directory")
-        if any(out.iterdir()):
+        if _entries(out):
             raise StoreError(f"{out} is not empty; pass --resume to continue it, or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / CHUNKS).mkdir(exist_ok=True)

@@ -34,7 +34,11 @@ seeds or widths to a sweep never changes existing runs.
 Chunks: a program's lanes are split into equal-size chunks that fit the memory budget
 (``--max-memory``), at most ``chunk_size`` lanes and about ``TARGET_CHUNK_S`` of estimated work;
 each finished chunk is written atomically to the store (:mod:`rnn_ntk.store`), so ``--resume``
-skips finished runs. Nothing here prints: the CLI reports progress through ``on_chunk``.
+skips finished runs. One writer per output directory: :func:`run_sweep` (and the CLI) hold
+:func:`rnn_ntk.store.lock_store` from opening the store to the last chunk. Nothing here prints:
+the CLI reports progress through ``on_chunk`` (per chunk) and ``on_step`` (run-steps, from
+``train.train_many``'s progress reports, every :func:`progress_every` logs of each run, or at
+the chunk's end for runs too short to be worth a report).
 """
 from __future__ import annotations
 
@@ -85,6 +89,8 @@ STEP_OVERHEAD_S = {"cpu": 5e-6, "gpu": 2e-5, "tpu": 2e-5}  # per recurrence step
 CHUNK_OVERHEAD_S = 0.05
 TARGET_CHUNK_S = 120.0       # aim: a chunk is at most about this much estimated work
 MEMORY_FRACTION = 0.6        # default budget: this fraction of available memory
+PROGRESS_INTERVAL_S = 0.5    # aim: this much estimated work between two progress reports of a run
+PROGRESS_MIN_RUN_S = 0.1     # runs estimated shorter than this report once, when their chunk ends
 
 
 class SpecError(ValueError):
@@ -813,6 +819,21 @@ def run_seconds(cfg: TrainConfig, backend: str) -> float:
     return run_flops(cfg) / rate + scan_steps * STEP_OVERHEAD_S.get(backend, 5e-6)
 
 
+def progress_every(cfg: TrainConfig, backend: str) -> int:
+    """Logs between a run's progress reports (``train.train_many``'s progress_every), or 0: no
+    reports from inside the program (runs estimated under PROGRESS_MIN_RUN_S; their steps are
+    reported when the chunk ends). A report costs the host from tens of microseconds to about a
+    millisecond on a loaded machine, so the run's n logs are split into r = max(1,
+    floor(run_seconds / PROGRESS_INTERVAL_S)) even reports: about PROGRESS_INTERVAL_S or more of
+    estimated work between two of them, and at least one per run (the last log always reports)."""
+    run_s = run_seconds(cfg, backend)
+    if run_s < PROGRESS_MIN_RUN_S:
+        return 0
+    n = cfg.steps // cfg.log_every
+    r = max(1, math.floor(run_s / PROGRESS_INTERVAL_S))
+    return max(1, -(-n // r))
+
+
 def run_bytes(cfg: TrainConfig) -> int:
     """Rough peak memory of one run in flight (parameters, optimiser state, activations, data)."""
     M, t = cfg.width_array, cfg.task
@@ -926,6 +947,12 @@ class Plan:
                 "axes": _jsonable(self.axes), "n_runs": len(self.runs),
                 "versions": versions(), "plan": {"groups": self.groups},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    @property
+    def steps_todo(self) -> int:
+        """Training steps of the chunks still to do, summed over their runs (run-steps): the
+        total of ``execute``'s ``on_step`` reports."""
+        return sum(len(c.runs) * self.programs[c.program].cfg.steps for c in self.chunks)
 
     def estimate_seconds(self) -> tuple[float, float]:
         """(compile seconds, run seconds) of the chunks still to do."""
@@ -1245,8 +1272,12 @@ def _records_to_arrays(records: Mapping[str, Any], widths: np.ndarray, n_logs: i
     return data, dims
 
 
-def run_chunk(plan: Plan, chunk: Chunk) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
-    """Train one chunk's runs (padded to the chunk size) and return the store variables."""
+def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """Train one chunk's runs (padded to the chunk size) and return the store variables.
+    on_step(n): n more run-steps done (padding lanes not counted), from device threads, one call
+    at a time, every :func:`progress_every` logs of each run (or once, at the chunk's end, for
+    short runs); the calls sum to len(chunk.runs) * steps."""
     import jax
     import jax.numpy as jnp
     p = plan.programs[chunk.program]
@@ -1262,8 +1293,17 @@ def run_chunk(plan: Plan, chunk: Chunk) -> tuple[dict[str, np.ndarray], dict[str
         vals["width"] = float(r.width)
         for n, v in vals.items():
             hp.setdefault(n, np.full(len(padded), np.nan))[r_i] = v
-    records = train.train_many(p.cfg, keys, hp)
+    every = progress_every(p.cfg, plan.backend) if on_step is not None else 0
+    progress = None
+    if every:
+        def progress(lanes: np.ndarray, steps: int) -> None:
+            n = int(np.count_nonzero(lanes < len(runs)))
+            if n:
+                on_step(n * steps)
+    records = train.train_many(p.cfg, keys, hp, progress=progress, progress_every=max(every, 1))
     records = jax.device_get(records)
+    if on_step is not None and not every and p.cfg.steps:
+        on_step(len(runs) * p.cfg.steps)   # short runs: the whole chunk at once
     records = jax.tree.map(lambda a: np.asarray(a)[: len(runs)], records)
     widths = np.array([r.width for r in runs])
     order = list(train.record_names(p.cfg))
@@ -1289,10 +1329,13 @@ class Summary:
 
 
 def prepare(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
-            max_memory: int | None = None) -> Plan:
+            max_memory: int | None = None, plan: Plan | None = None) -> Plan:
     """Validate and plan, then create (or reopen, to resume) the store; returns the plan of what
-    remains. Nothing is written when the spec is invalid or the store is refused."""
-    plan = make_plan(spec, max_memory=max_memory)
+    remains. Nothing is written when the spec is invalid or the store is refused. ``plan``:
+    ``make_plan(spec, max_memory=max_memory)`` when the caller already made it (validating before
+    taking the store's lock)."""
+    if plan is None:
+        plan = make_plan(spec, max_memory=max_memory)
     header = store.open_store(out_dir, plan.header(), resume=resume)
     done = store.done_runs(out_dir)
     if done or header.get("plan", {}).get("groups") != plan.groups:
@@ -1302,15 +1345,21 @@ def prepare(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
 
 
 def execute(plan: Plan, out_dir: str | os.PathLike, *,
-            on_chunk: Callable[[Chunk, float], None] | None = None) -> Summary:
-    """Run a prepared plan's chunks (each written atomically), then consolidate the store."""
+            on_chunk: Callable[[Chunk, float], None] | None = None,
+            on_step: Callable[[int], None] | None = None) -> Summary:
+    """Run a prepared plan's chunks (each written atomically), then consolidate the store.
+
+    on_chunk(chunk, seconds) after each written chunk; on_step(n) as training goes, n run-steps
+    at a time (see :func:`run_chunk`; the calls sum to ``plan.steps_todo``). With on_step the
+    progress variant of each program is compiled (records are bit-identical). The caller holds
+    the store's lock (:func:`rnn_ntk.store.lock_store`), as :func:`run_sweep` does."""
     t0 = time.perf_counter()
     steps_cache: dict[int, np.ndarray] = {}
     n_trained = 0
     for chunk in plan.chunks:
         t = time.perf_counter()
         p = plan.programs[chunk.program]
-        data, dims = run_chunk(plan, chunk)
+        data, dims = run_chunk(plan, chunk, on_step)
         if chunk.program not in steps_cache:
             steps_cache[chunk.program] = np.arange(p.cfg.n_logs) * p.cfg.log_every
         coords = [plan.runs[i].coords for i in chunk.runs]
@@ -1332,10 +1381,14 @@ def execute(plan: Plan, out_dir: str | os.PathLike, *,
 
 def run_sweep(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
               max_memory: int | None = None,
-              on_chunk: Callable[[Chunk, float], None] | None = None) -> Summary:
-    """:func:`prepare` then :func:`execute`."""
-    plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory)
-    return execute(plan, out_dir, on_chunk=on_chunk)
+              on_chunk: Callable[[Chunk, float], None] | None = None,
+              on_step: Callable[[int], None] | None = None) -> Summary:
+    """:func:`prepare` then :func:`execute`, holding the store's lock throughout (a second
+    writer on ``out_dir`` gets StoreError; nothing is written when the spec is invalid)."""
+    plan = make_plan(spec, max_memory=max_memory)
+    with store.lock_store(out_dir):
+        plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
+        return execute(plan, out_dir, on_chunk=on_chunk, on_step=on_step)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,12 +44,29 @@ train_throughput.py): on CPU a program on one host device runs its small matmuls
 core and vmapped (batched) small matmuls are no faster per core than a loop, so all host devices
 (jax_num_cpu_devices, set by the caller) each run their share with ``lax.map`` (b = 1); on
 GPU/TPU wide ``vmap`` is the point, capped by memory.
+
+Progress (``train_many(..., progress=fn, progress_every=k)``, ``make_train(cfg, progress=k)``):
+a separately compiled variant of the program in which every k-th log (and the last) ends with an
+unordered host callback (``jax.debug.callback``) saying "runs L did these steps"; the default
+program has no callback (no cost, and it is never rebuilt). The callback is a ``custom_vmap``,
+so a vmapped batch of b runs reports once with its b lane tags (debug callbacks are otherwise
+unrolled into b calls); under lax.map (b = 1) and shard_map each run reports by itself, from its
+device's thread. Its one operand is an int32 pair (2 lane + diverged, log index): each operand
+costs the host a device_put, and the divergence flag orders the call after the log's steps. The
+compiled callback is a module-level dispatcher that forwards to the listener installed by
+:func:`progress_listener` (one at a time, serialised by a lock), so one compiled program serves
+every call. A report costs the host from tens of microseconds (idle cores) to about a
+millisecond (a loaded machine), so k should leave much more work than that between reports
+(``rnn_ntk.sweep.progress_every`` picks k from the sweep's cost model).
+Records are bit-identical with and without progress.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import threading
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -385,8 +402,75 @@ def project(cfg: TrainConfig, theta: Params, theta0: Params, radius: Array) -> P
     return out
 
 
-def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, Array]]:
+# ----------------------------------------------------------------------------------------------
+# Progress reports (host callbacks of the progress variant of the program)
+
+_progress_lock = threading.Lock()
+_progress_fn: Callable[[np.ndarray, int], None] | None = None
+
+
+def _dispatch_progress(log_every: int, every: int, codes: Any) -> None:
+    """Host side of a progress report (called from device threads). codes (..., 2) int32: per
+    reporting run (2 lane + diverged, log index k); the report at log k covers the logs since
+    the previous report, (k - every * floor((k - 1) / every)) * log_every steps. Forwards
+    (lane tags, steps) to the installed listener under the lock (listeners need not be
+    thread-safe)."""
+    codes = np.asarray(codes).reshape(-1, 2)
+    k = int(codes[0, 1])
+    steps = (k - every * ((k - 1) // every)) * log_every
+    with _progress_lock:
+        if _progress_fn is not None:
+            _progress_fn(codes[:, 0] >> 1, steps)
+
+
+@functools.lru_cache(maxsize=None)
+def _progress_reporter(log_every: int, every: int) -> Callable[[Array], Array]:
+    """report(codes) -> codes: one unordered host callback (see the module docstring); under
+    vmap one callback for the whole batch (custom_vmap rule)."""
+    host = functools.partial(_dispatch_progress, log_every, every)
+
+    @jax.custom_batching.custom_vmap
+    def report(codes: Array) -> Array:
+        jax.debug.callback(host, codes, ordered=False)
+        return codes
+
+    @report.def_vmap
+    def report_vmap(axis_size: int, in_batched: list, codes: Array) -> tuple[Array, Any]:
+        if not in_batched[0]:
+            codes = jnp.broadcast_to(codes, (axis_size,) + jnp.shape(codes))
+        jax.debug.callback(host, codes, ordered=False)
+        return codes, True
+
+    return report
+
+
+@contextlib.contextmanager
+def progress_listener(fn: Callable[[np.ndarray, int], None]):
+    """Install ``fn(lanes, steps)`` as the receiver of progress reports while the block runs:
+    each call says that the runs tagged ``lanes`` (int array) each did ``steps`` more steps.
+    Calls come from device threads, one at a time (under a lock). One listener at a time per
+    process; on exit, waits for reports still in flight (jax.effects_barrier)."""
+    global _progress_fn
+    with _progress_lock:
+        if _progress_fn is not None:
+            raise RuntimeError("a progress listener is already installed (one progress-reporting "
+                               "training call at a time per process)")
+        _progress_fn = fn
+    try:
+        yield
+    finally:
+        jax.effects_barrier()
+        with _progress_lock:
+            _progress_fn = None
+
+
+def make_train(cfg: TrainConfig, *, progress: int = 0) -> Callable[..., dict[str, Array]]:
     """``train(key, hparams) -> records``: one run, pure and jittable (jit it, or use train_many).
+
+    progress: 0 (default): no callback. k >= 1: the variant that reports to the listener of
+    :func:`progress_listener` after every k-th log and the last, with the steps since the
+    previous report (they sum to cfg.steps), tagged with ``train(key, hparams, lane)``'s int
+    ``lane`` (default 0; ignored without progress).
 
     hparams: dict of scalars (a subset of :func:`default_hparams`; missing ones take their
     defaults, as constants of the trace, so a jitted train compiles once per set of names: pass
@@ -394,6 +478,7 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
     cfg.n_logs (:func:`record_names`), plus 'init_params', 'final_params' (and
     'lin_final_params'), each {'W', 'U', 'b', 'v'} at the array width, when cfg.save_params.
     """
+    _check_int("progress", progress, 0)
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
                           "True))")
@@ -406,7 +491,7 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
     else:
         empirical_ntk = None
 
-    def train(key: Array, hparams: dict[str, Any]) -> dict[str, Array]:
+    def train(key: Array, hparams: dict[str, Any], lane: Any = 0) -> dict[str, Array]:
         hp = _complete_hparams(cfg, hparams)
         params0, data, scales, shuffle_key = _setup(cfg, key, hp)
         x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
@@ -520,7 +605,17 @@ def make_train(cfg: TrainConfig) -> Callable[[Array, dict[str, Any]], dict[str, 
 
         def run_chunk(carry, k):
             steps = (k - 1) * cfg.log_every + jnp.arange(cfg.log_every)
-            return jax.lax.scan(one_step, carry, steps)[0]
+            carry = jax.lax.scan(one_step, carry, steps)[0]
+            if progress:  # reads the divergence flag: runs after this log's steps
+                codes = jnp.stack([2 * jnp.asarray(lane, jnp.int32)
+                                   + carry["net"][2].astype(jnp.int32), k.astype(jnp.int32)])
+                report = _progress_reporter(cfg.log_every, progress)
+                if progress == 1:
+                    report(codes)
+                else:
+                    jax.lax.cond((k % progress == 0) | (k == n_chunks), report, lambda c: c,
+                                 codes)
+            return carry
 
         def log(carry, k):
             # log 0 evaluates the initialisation; log k > 0 first runs its log_every steps. One
@@ -651,29 +746,32 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
 
 @functools.lru_cache(maxsize=64)
 def _many_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: tuple[str, ...],
-             devices: tuple) -> Callable:
-    train = make_train(cfg)
+             devices: tuple, progress: int = 0) -> Callable:
+    """The compiled program fn(kd_R, hp_R[, lane_R]) (lane_R: progress tags, progress only)."""
+    train = make_train(cfg, progress=progress)
 
-    def one(kd, hp):
+    def one(kd, hp, *lane):
         key = kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
-        return train(key, hp)
+        return train(key, hp, *lane)
 
-    def local(kd_R, hp_R):
+    def local(*args_R):
         if layout.strategy == "vmap":
-            return jax.vmap(one)(kd_R, hp_R)
-        return jax.lax.map(lambda a: one(*a), (kd_R, hp_R), batch_size=layout.batch_size)
+            return jax.vmap(one)(*args_R)
+        return jax.lax.map(lambda a: one(*a), args_R, batch_size=layout.batch_size)
 
     if layout.n_devices == 1:
         return jax.jit(local)
     mesh = Mesh(np.asarray(devices), ("runs",))
     spec = PartitionSpec("runs")
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
-                            check_vma=False)
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (3 if progress else 2),
+                            out_specs=spec, check_vma=False)
     return jax.jit(sharded)
 
 
 def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
-               layout: Layout | None = None) -> dict[str, Array]:
+               layout: Layout | None = None,
+               progress: Callable[[np.ndarray, int], None] | None = None,
+               progress_every: int = 1) -> dict[str, Array]:
     """R runs of one bucket: ``keys`` (R,) (typed keys, e.g. from :func:`run_keys`, or raw
     (R, 2) uint32), ``hparams`` a dict whose values are (R,) arrays or scalars (broadcast);
     missing names take their defaults. Returns make_train's records with a leading run axis R.
@@ -685,6 +783,14 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
     jax.make_array_from_process_local_data.)
     Compiled programs are cached per (cfg, layout, hparam names); new hparam values or keys of
     the same R never recompile.
+
+    progress: None (the default program, no callback), or ``progress(lanes, steps)``, called
+    after every ``progress_every``-th log and the last of each run (once per vmapped batch)
+    with the run indices ``lanes`` (into 0..R-1; device padding is dropped) that each did
+    ``steps`` more steps; over the whole call they sum to R * cfg.steps run-steps. Calls come
+    from device threads, one at a time. Runs the progress variant of the program (compiled and
+    cached separately per progress_every, see :func:`progress_listener`) and returns when every
+    report is delivered. Records are bit-identical to progress=None.
     """
     if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
         key_impl = str(jax.random.key_impl(keys))
@@ -723,12 +829,24 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
         idx = np.concatenate([np.arange(R), np.full((Rp - R,), R - 1)])
         kd = kd[idx]
         hp = {k: a[idx] for k, a in hp.items()}
-    fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices)
+    if progress is not None:
+        _check_int("progress_every", progress_every, 1)
+    fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
+                  0 if progress is None else progress_every)
+    args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
     if D > 1:
         sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
-        kd = jax.device_put(kd, sharding)
-        hp = {k: jax.device_put(a, sharding) for k, a in hp.items()}
-    out = fn(kd, hp)
+        args = jax.device_put(args, sharding)
+    if progress is None:
+        out = fn(*args)
+    else:
+        def report(lanes: np.ndarray, steps: int) -> None:
+            lanes = lanes[lanes < R]
+            if lanes.size:
+                progress(lanes, steps)
+
+        with progress_listener(report):
+            out = jax.block_until_ready(fn(*args))
     if Rp != R:
         out = jax.tree.map(lambda a: a[:R], out)
     return out

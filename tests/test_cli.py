@@ -1,9 +1,11 @@
 """The rnn-ntk CLI end to end: help, validate, bad specs (exit 2, nothing written), a sweep whose
-store equals runs trained directly through the Python API, refusals, and SIGKILL + --resume."""
+store equals runs trained directly through the Python API, refusals, the step progress bar, the
+writer lock, and SIGKILL + --resume."""
 import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from rnn_ntk import __version__, store
+from rnn_ntk import __version__, store, sweep
 from rnn_ntk.cli import main, plot_loss_curves
 from rnn_ntk.model import RNNConfig
 from rnn_ntk.tasks import TaskConfig
@@ -263,6 +265,85 @@ def test_run_store_equals_direct_api_and_refusals(tmp_path, capsys):
     xr.testing.assert_identical(store.load_results(out), ds)
 
 
+def _no_compiles():
+    """A list that collects XLA compiles while the returned context is active."""
+    compiles = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    class _Ctx:
+        def __enter__(self):
+            jax.monitoring.register_event_duration_secs_listener(listener)
+            return compiles
+
+        def __exit__(self, *exc):
+            jax.monitoring.unregister_event_duration_listener(listener)
+
+    return _Ctx()
+
+
+def test_second_writer_is_refused_before_any_compute(tmp_path, capsys):
+    spec = write(tmp_path, GOOD)
+    out = tmp_path / "out"
+    with store.lock_store(out), _no_compiles() as compiles:   # this process is the writer
+        for extra in ([], ["--resume"]):
+            assert main(["run", str(spec), "--out", str(out), *extra]) == 1
+            captured = capsys.readouterr()
+            err = captured.err.strip()
+            assert len(err.splitlines()) == 1 and err.startswith("rnn-ntk: error: "), err
+            assert (f"{out} is in use by another rnn-ntk writer (pid {os.getpid()} on host "
+                    f"{socket.gethostname()}, started ") in err
+            assert captured.out == ""
+        assert compiles == []
+        assert [q.name for q in out.iterdir()] == [store.LOCK]    # nothing written
+
+
+# 5 runs in chunks of 3 lanes (3 + 2, the second padded), on 2 devices (both padded to 4)
+STEPS = GOOD.replace("seed = 0", "seeds = 5\nchunk_size = 3")
+
+
+def test_step_progress_sums_to_the_plan_and_changes_nothing(tmp_path, capsys, monkeypatch):
+    spec = sweep.parse_spec(STEPS, "<test>")
+    plan = sweep.make_plan(spec)
+    assert [len(c.runs) for c in plan.chunks] == [3, 2] and {c.size for c in plan.chunks} == {3}
+    assert plan.steps_todo == 5 * 4
+    # runs this short report when their chunk ends ...
+    assert sweep.progress_every(plan.programs[0].cfg, plan.backend) == 0
+    reports, chunks = [], []
+    sweep.run_sweep(spec, tmp_path / "short", on_step=reports.append,
+                    on_chunk=lambda c, s: chunks.append(sum(reports)))
+    assert reports == [3 * 4, 2 * 4] and chunks == [3 * 4, 5 * 4]
+    # ... longer ones from inside the compiled program (here: every log, each run by itself)
+    monkeypatch.setattr(sweep, "PROGRESS_MIN_RUN_S", 0.0)
+    monkeypatch.setattr(sweep, "PROGRESS_INTERVAL_S", 1e-9)
+    assert sweep.progress_every(plan.programs[0].cfg, plan.backend) == 1
+    reports, chunks = [], []
+    sweep.run_sweep(spec, tmp_path / "api", on_step=reports.append,
+                    on_chunk=lambda c, s: chunks.append(sum(reports)))
+    assert reports == [2] * 10                   # 5 runs x 2 logs of 2 steps; padding not reported
+    assert chunks == [3 * 4, 5 * 4]              # every step of a chunk reported before it is written
+    assert not (tmp_path / "api" / store.LOCK).exists()
+
+    path = write(tmp_path, STEPS)
+    assert main(["run", str(path), "--out", str(tmp_path / "plain")]) == 0   # not a tty: no bar
+    assert "step/s" not in capsys.readouterr().err
+    # (still reporting every log from the program) tqdm draws its bar as on a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["run", str(path), "--out", str(tmp_path / "bar")]) == 0
+    captured = capsys.readouterr()
+    final = captured.err.split("\r")[-1]
+    assert "100%" in final and "20.0/20.0" in final and "step/s" in final, captured.err
+    assert "chunk 2/2, 5/5 runs" in final
+    assert "tiny: 5 runs in the store (5 trained now, 0 finished before), 0 diverged" in captured.out
+    plain = store.load_results(tmp_path / "plain")
+    xr.testing.assert_identical(store.load_results(tmp_path / "bar"), plain)
+    xr.testing.assert_identical(store.load_results(tmp_path / "api"), plain)
+    xr.testing.assert_identical(store.load_results(tmp_path / "short"), plain)
+    assert len(set(plain.train_loss.values[:, -1].tolist())) == 5         # the runs differ
+
+
 KILL = """
 name = "kill"
 [model]
@@ -321,13 +402,20 @@ def test_sigkill_and_resume_give_the_uninterrupted_store(tmp_path):
     n_chunks = _finished(ref)
     assert n_chunks == 6
 
+    assert not (ref / store.LOCK).exists()
+
     # kill 1: before any chunk finished (the header is written, the program compiling)
     p = _cli(tmp_path, "run", str(spec), "--out", str(out))
     _kill_when(p, lambda: (out / store.HEADER).exists())
     assert _finished(out) == 0
+    # the killed writer's lock file stays behind (stale); the next --resume takes it over
+    assert json.loads((out / store.LOCK).read_text())["pid"] == p.pid
+    killed = p.pid
     # kill 2: after the first chunk; kill 3: two chunks later
     p = _cli(tmp_path, "run", str(spec), "--out", str(out), "--resume")
     _kill_when(p, lambda: _finished(out) >= 1)
+    err = p.stderr.read().decode()
+    assert f"rnn-ntk: note: taking over the stale lock of {out} (pid {killed} on host" in err, err
     k2 = _finished(out)
     assert 1 <= k2 < n_chunks
     p = _cli(tmp_path, "run", str(spec), "--out", str(out), "--resume")
@@ -338,6 +426,8 @@ def test_sigkill_and_resume_give_the_uninterrupted_store(tmp_path):
     stdout, stderr = p.communicate(timeout=300)
     assert p.returncode == 0, stderr.decode()
     assert f"({12 - 2 * k3} trained now, {2 * k3} finished before)" in stdout.decode()
+    assert "taking over the stale lock" in stderr.decode()
+    assert not (out / store.LOCK).exists()        # released at the end
 
     # no chunk lost or duplicated, no temp dirs left, and the same store as without kills
     runs = [tuple(r) for m in store.list_chunks(out) for r in m["runs"]]

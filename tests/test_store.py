@@ -1,6 +1,13 @@
-"""Result store: dense xarray layout, atomic chunks, resume refusal, consolidation (no training)."""
+"""Result store: dense xarray layout, atomic chunks, resume refusal, consolidation, the writer
+lock (no training)."""
 import hashlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +180,70 @@ def test_spec_diff():
     b = {"m": {"w": 1, "x": [1, 3]}, "t": {"s": 3, "new": 0}}
     assert store.spec_diff(a, b) == ["m.x", "t.new"]
     assert store.spec_diff(a, a) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer lock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_lock_refuses_a_second_writer_and_is_released(tmp_path):
+    out = tmp_path / "out"
+    with store.lock_store(out) as lock:
+        assert lock.note is None
+        info = json.loads((out / store.LOCK).read_text())
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        # a second writer (another open file description, even in this process) is refused,
+        # with the holder named in one line
+        with pytest.raises(StoreError) as e:
+            store.lock_store(out)
+        msg = str(e.value)
+        assert "\n" not in msg and "in use by another rnn-ntk writer" in msg
+        assert f"pid {os.getpid()} on host {socket.gethostname()}, started {info['started']}" in msg
+        # the lock file does not make a new store's directory "not empty"
+        store.open_store(out, _header(), resume=False)
+    assert not (out / store.LOCK).exists()          # released after success
+    with pytest.raises(ValueError, match="boom"):
+        with store.lock_store(out):
+            raise ValueError("boom")
+    assert not (out / store.LOCK).exists()          # released after an exception
+    with store.lock_store(out) as lock:             # and free again, with nothing stale
+        assert lock.note is None
+    # a directory the lock created is removed again when nothing was written into it
+    with store.lock_store(tmp_path / "fresh"):
+        pass
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        store.lock_store(tmp_path / "file")
+
+
+HOLD = """
+import sys, time
+from rnn_ntk import store
+lock = store.lock_store(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_lock_held_by_another_process_then_stale_after_sigkill(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], env=env, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreError, match=f"another rnn-ntk writer \\(pid {p.pid} on host "):
+            store.lock_store(out)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    # the killed holder left its lock file behind; the kernel dropped its flock: stale, taken over
+    assert json.loads((out / store.LOCK).read_text())["pid"] == p.pid
+    with store.lock_store(out) as lock:
+        assert f"stale lock of {out} (pid {p.pid} on host {socket.gethostname()}" in lock.note
+        assert "that process is gone" in lock.note
+        assert json.loads((out / store.LOCK).read_text())["pid"] == os.getpid()
+    assert not (out / store.LOCK).exists()

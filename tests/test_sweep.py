@@ -280,3 +280,24 @@ def test_override_spec_replaces_one_line_entries_and_revalidates():
         sweep.override_spec(multi, {"model.width": [16]})
     with pytest.raises(SpecError, match="model.width"):
         sweep.override_spec(base, {"model.width": [0, 4]})
+
+
+@pytest.mark.parametrize("steps,log_every,width", [(200, 20, 32), (300, 10, 128), (4, 2, 4), (0, 1, 4),
+                                                   (1000, 10, 128), (20000, 10, 256),
+                                                   (3000, 10, 1024), (100000, 100, 256),
+                                                   (10 ** 7, 1, 1024)])
+def test_progress_every_spaces_reports_by_estimated_work(steps, log_every, width):
+    cfg = sweep.build_config(parse(model=f"width = {width}"), (), width).replace(
+        steps=steps, log_every=log_every)
+    n = steps // log_every
+    k = sweep.progress_every(cfg, "cpu")
+    run_s, gap = sweep.run_seconds(cfg, "cpu"), sweep.PROGRESS_INTERVAL_S
+    assert isinstance(k, int)
+    if run_s < sweep.PROGRESS_MIN_RUN_S:        # too short for a report: the chunk's end reports
+        assert k == 0
+        return
+    assert 1 <= k <= max(n, 1)
+    spacing = run_s * k / n                      # estimated work between two reports
+    assert k == n or spacing >= gap              # never closer than the interval (unless once per run)
+    assert k == 1 or run_s * (k - 1) / n < 2 * gap   # and not much rarer than asked
+    assert (k == n) == (run_s < 2 * gap) or k == n == 1
