@@ -791,10 +791,6 @@ def _lane_fixed(spec: Spec) -> dict[str, float]:
 # cost model
 
 
-def _item(cfg: TrainConfig) -> int:
-    return 4 if cfg.dtype == "float32" else 8
-
-
 def run_flops(cfg: TrainConfig) -> float:
     """Rough floating-point work of one run at the config's array width."""
     M, t = cfg.width_array, cfg.task
@@ -832,23 +828,6 @@ def progress_every(cfg: TrainConfig, backend: str) -> int:
     n = cfg.steps // cfg.log_every
     r = max(1, math.floor(run_s / PROGRESS_INTERVAL_S))
     return max(1, -(-n // r))
-
-
-def run_bytes(cfg: TrainConfig) -> int:
-    """Rough peak memory of one run in flight (parameters, optimiser state, activations, data)."""
-    M, t = cfg.width_array, cfg.task
-    B = t.n_train if cfg.batch_size is None else cfg.batch_size
-    n_models = 2 if cfg.linearized else 1
-    P = M * M + M * (t.input_dim + 1 + t.output_dim)
-    opt_copies = {"sgd": 0, "momentum": 1, "adam": 2}.get(cfg.optimizer, 2)
-    params = P * (4 + opt_copies) * n_models
-    acts = max(B, t.n_train, t.n_test) * t.length * M * 8 * n_models
-    y = t.length if t.target == "all" else 1
-    data = (t.n_train + t.n_test) * t.length * (t.input_dim + y * t.output_dim) * 2
-    kern = 0
-    if cfg.kernel_stride:
-        kern = 4 * cfg.n_probe * t.length * M + 2 * (cfg.n_probe * t.length) ** 2
-    return int((params + acts + data + kern) * _item(cfg) * 2)
 
 
 def output_bytes(cfg: TrainConfig) -> int:
@@ -1131,7 +1110,7 @@ def make_plan(spec: Spec, *, max_memory: int | None = None, done: Iterable[tuple
             p = Program(id=f"p{len(programs):03d}", bucket=bkey, static=b["static"], cfg=cfg,
                         widths=tuple(g), runs=members,
                         todo=[i for i in members if runs[i].coords not in done])
-            p.run_bytes, p.out_bytes = run_bytes(cfg), output_bytes(cfg)
+            p.run_bytes, p.out_bytes = train.run_bytes(cfg), output_bytes(cfg)
             p.est_run_s = run_seconds(cfg, backend)
             programs.append(p)
 
@@ -1294,12 +1273,13 @@ def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = 
         for n, v in vals.items():
             hp.setdefault(n, np.full(len(padded), np.nan))[r_i] = v
     every = progress_every(p.cfg, plan.backend) if on_step is not None else 0
-    progress = None
-    if every:
-        def progress(lanes: np.ndarray, steps: int) -> None:
-            n = int(np.count_nonzero(lanes < len(runs)))
-            if n:
-                on_step(n * steps)
+
+    def report(lanes: np.ndarray, steps: int) -> None:   # filler lanes (index >= runs) are dropped
+        n = int(np.count_nonzero(lanes < len(runs)))
+        if n:
+            on_step(n * steps)
+
+    progress = report if every else None
     records = train.train_many(p.cfg, keys, hp, progress=progress, progress_every=max(every, 1))
     records = jax.device_get(records)
     if on_step is not None and not every and p.cfg.steps:

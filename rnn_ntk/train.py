@@ -701,15 +701,24 @@ class Layout:
 ACCEL_MEMORY_FRACTION = 0.5
 
 
-def _run_bytes(cfg: TrainConfig) -> int:
-    """A rough upper bound of the memory one run needs at once (bytes)."""
+def run_bytes(cfg: TrainConfig) -> int:
+    """Rough peak memory of one run in flight (bytes): parameters with gradients and optimiser
+    state, activations of the largest forward pass, data, and the probe kernels when recorded.
+    Used by :func:`choose_layout` (runs per vmapped batch) and by the sweep planner (chunks)."""
     M, t = cfg.width_array, cfg.task
-    nb = t.n_train if cfg.batch_size is None else cfg.batch_size
-    item = 4 if cfg.dtype == "float32" else 8
+    B = t.n_train if cfg.batch_size is None else cfg.batch_size
     n_models = 2 if cfg.linearized else 1
-    params = (M * M + M * (t.input_dim + 1 + t.output_dim)) * 6 * n_models
-    acts = (max(nb, t.n_train, t.n_test)) * t.length * M * 6 * n_models
-    return (params + acts) * item
+    P = M * M + M * (t.input_dim + 1 + t.output_dim)
+    opt_copies = {"sgd": 0, "momentum": 1, "adam": 2}.get(cfg.optimizer, 2)
+    params = P * (4 + opt_copies) * n_models
+    acts = max(B, t.n_train, t.n_test) * t.length * M * 8 * n_models
+    y = t.length if t.target == "all" else 1
+    data = (t.n_train + t.n_test) * t.length * (t.input_dim + y * t.output_dim) * 2
+    kern = 0
+    if cfg.kernel_stride:
+        kern = 4 * cfg.n_probe * t.length * M + 2 * (cfg.n_probe * t.length) ** 2
+    item = 4 if cfg.dtype == "float32" else 8
+    return int((params + acts + data + kern) * item * 2)
 
 
 def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
@@ -738,7 +747,7 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     except Exception:  # memory_stats is not available on every backend
         mem = None
     mem = 16 * 2 ** 30 if not mem else mem
-    fit = max(1, int(ACCEL_MEMORY_FRACTION * mem // max(1, _run_bytes(cfg))))
+    fit = max(1, int(ACCEL_MEMORY_FRACTION * mem // max(1, run_bytes(cfg))))
     if fit >= per_dev:
         return Layout(D, "vmap", per_dev)
     return Layout(D, "map", fit)
