@@ -6,9 +6,9 @@ Rows (random_labels, d = 8, full-batch GD, float32): (m=64, T=20, n=256, 64 runs
 (m=32, T=10, n=32, 256 runs, 200 steps), (m=1024, T=10, n=64, 4 runs, 40 steps). Both sides run
 the same ``make_train(cfg)`` program per run, after a warm-up call (compiles excluded); the ratio
 is loop time / engine time (> 1: the engine is faster). ``cores`` gives the CPU seconds per wall
-second of each side (process_time / wall time of one extra repetition): the loop's XLA program
-may already use more than one core through intra-op threads, which bounds what sharding runs over
-D host devices can gain (about D / loop cores). At m = 1024 the table also gives the
+second of each side (process_time / wall time of one extra repetition): how busy each side keeps
+the machine (the loop's single program shows more than one core through XLA's intra-op thread
+pool, though much of that is waiting at small sizes). At m = 1024 the table also gives the
 engine's FLOP rate, counting 6 n T m^2 flops per step (the recurrent matmuls of W: forward,
 and the two of the backward pass), as a fraction of the rate of a single program doing the same
 (n, m) x (m, m) matmuls back to back (3T per step). ``--layouts`` also times the other lane
@@ -193,8 +193,7 @@ def main() -> None:
     for r in rows:
         print(r)
     print(f"load average at end {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); "
-          f"ratio = loop_s / engine_s; cores = CPU seconds per wall second, loop/engine (with D "
-          f"devices the engine's ideal ratio is about D / loop cores)")
+          f"ratio = loop_s / engine_s; cores = CPU seconds per wall second, loop/engine")
 
 
 if __name__ == "__main__":
