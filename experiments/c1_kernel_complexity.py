@@ -127,44 +127,6 @@ def complexity(H_NN: np.ndarray, y_N: np.ndarray, jitter: float = JITTER) -> flo
     return float(math.sqrt(z @ z / n))
 
 
-def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties): Pearson correlation of the ranks."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
-        raise ValueError(f"spearman needs two 1-D arrays of equal length >= 2, got {a.shape}, {b.shape}")
-
-    def ranks(v):
-        order = np.argsort(v, kind="mergesort")
-        r = np.empty(v.size)
-        r[order] = np.arange(v.size, dtype=np.float64)
-        for u in np.unique(v):                       # average ranks over ties
-            idx = v == u
-            r[idx] = r[idx].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb / den) if den > 0 else float("nan")
-
-
-def bootstrap_seeds(fn, arrays, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """fn(*[a.mean(0)]) and its 95% percentile interval resampling the leading (seed) axis of each
-    array independently."""
-    est = fn(*[np.mean(a, axis=0) for a in arrays])
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        vals.append(fn(*[np.mean(a[rng.integers(0, a.shape[0], a.shape[0])], axis=0)
-                         for a in arrays]))
-    vals = np.asarray(vals)
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return est, (float("nan"), float("nan"))
-    lo, hi = np.percentile(vals, [2.5, 97.5])
-    return est, (float(lo), float(hi))
-
-
 def model_config(width: int) -> model.RNNConfig:
     return model.RNNConfig.paper(width=width, input_dim=INPUT_DIM, readout="last")
 
@@ -264,18 +226,18 @@ def figures(results_dir, fig_dir) -> list[Path]:
     ax[0, 0].set_title("complexity vs n (log-log slope)")
     xs = [1, 2, 3, 4]
     mN = [K[n]["measure"][:, -1].mean() for n in N_SERIES]
-    rhoN = spearman(xs, mN)
+    rhoN = stats.spearman(xs, mN)
     ax[0, 1].plot(xs, mN, "o-", label=f"N (span {N_SPAN}); Spearman {rhoN:.2f}")
     ls = [l for _, l in SPAN_SERIES]
     mL = [K[n]["measure"][:, -1].mean() for n, _ in SPAN_SERIES]
-    rhoL = spearman(ls, mL)
+    rhoL = stats.spearman(ls, mL)
     ax[0, 1].plot(ls, mL, "s--", label=f"span l0 (N = 2); Spearman {rhoL:.2f}")
     ax[0, 1].set_xlabel("N variables  /  span l0 (tokens)")
     ax[0, 1].set_ylabel(f"complexity at n = {int(ns[-1])}")
     ax[0, 1].legend(loc="upper left", fontsize=7)
     meas = np.array([K[t.name]["measure"][:, -1].mean() for t in TARGETS])
     err = np.array([R[t.name]["test_mse"].mean() for t in TARGETS])
-    rho = spearman(meas, err)
+    rho = stats.spearman(meas, err)
     for c, t, a, b in zip(cols, TARGETS, meas, err):
         ax[0, 2].scatter([a], [b], color=c)
         ax[0, 2].annotate(t.name, (a, b), fontsize=6)
@@ -299,11 +261,11 @@ def claims(results_dir) -> list[Claim]:
                          stats.verdict(est, ci, lo, hi)))
 
     arrN = [K[n]["measure"][:, -1] for n in N_SERIES]
-    est, ci = bootstrap_seeds(lambda *m: spearman([1, 2, 3, 4], m), arrN)
+    est, ci = stats.bootstrap_seeds(lambda *m: stats.spearman([1, 2, 3, 4], m), arrN)
     row("complexity grows with the number of variables N", f"Spearman(N, complexity) at n={nlast}, "
         f"N=1..4, span {N_SPAN}", est, ci, ">= 0.8", 0.8, 1.0)
     arrL = [K[n]["measure"][:, -1] for n, _ in SPAN_SERIES]
-    est, ci = bootstrap_seeds(lambda *m: spearman([l for _, l in SPAN_SERIES], m), arrL)
+    est, ci = stats.bootstrap_seeds(lambda *m: stats.spearman([l for _, l in SPAN_SERIES], m), arrL)
     row("complexity grows with the span l0", f"Spearman(l0, complexity) at n={nlast}, N=2, "
         "l0 in {1,3,6,9}", est, ci, ">= 0.8", 0.8, 1.0)
     fits = {n: stats.fit_power_law(ns, K[n]["measure"]) for n in BOUNDED}
@@ -322,16 +284,16 @@ def claims(results_dir) -> list[Claim]:
     arrM = [K[t.name]["measure"][:, -1] for t in TARGETS]
     arrE = [R[t.name]["test_mse"] for t in TARGETS]
     nm = len(arrM)
-    est, ci = bootstrap_seeds(lambda *v: spearman(v[:nm], v[nm:]), arrM + arrE)
+    est, ci = stats.bootstrap_seeds(lambda *v: stats.spearman(v[:nm], v[nm:]), arrM + arrE)
     kr = [K[t.name]["kr_test_mse"][:, -1].mean() for t in TARGETS]
-    rho_kr = spearman([a.mean() for a in arrM], kr)
+    rho_kr = stats.spearman([a.mean() for a in arrM], kr)
     out.append(Claim(NAME, "complexity ranking matches the ranking of trained-RNN test errors",
                      f"Spearman(complexity, RNN test MSE) over {nm} targets, n={nlast}",
                      f"{est:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] (vs infinite-width kernel regression "
                      f"error: {rho_kr:.3f})", "> 0.5",
                      stats.verdict(est, ci, 0.5 + 1e-12, 1.0)))
     a1, a01 = K["additive"]["measure"][:, -1], K["additive_eps0.1"]["measure"][:, -1]
-    est, ci = bootstrap_seeds(lambda a, b: a / b, [a1, a01])
+    est, ci = stats.bootstrap_seeds(lambda a, b: a / b, [a1, a01])
     e1, e01 = R["additive"]["test_mse"].mean(), R["additive_eps0.1"]["test_mse"].mean()
     out.append(Claim(NAME, "unit-norm tokens are not worse than shrunk ones (additive target)",
                      f"complexity(eps=1) / complexity(eps=0.1) at n={nlast}",

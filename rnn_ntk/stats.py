@@ -5,7 +5,8 @@ Everything here is plain numpy (no JAX): it runs on stored results.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import math
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -95,3 +96,43 @@ def verdict(estimate: float, interval: tuple[float, float], lo: float, hi: float
     if b < lo or a > hi:
         return "disagrees"
     return "inconclusive"
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties): Pearson correlation of the ranks."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"spearman needs two 1-D arrays of equal length >= 2, got {a.shape}, {b.shape}")
+
+    def ranks(v):
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(v.size)
+        r[order] = np.arange(v.size, dtype=np.float64)
+        for u in np.unique(v):                       # average ranks over ties
+            idx = v == u
+            r[idx] = r[idx].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb / den) if den > 0 else float("nan")
+
+
+def bootstrap_seeds(fn: Callable[..., float], arrays: Sequence[np.ndarray], n_boot: int = 1000,
+                    seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """fn(*[a.mean(0) for a in arrays]) and its 95% percentile interval from ``n_boot`` draws that
+    resample the leading (seed) axis of each array independently (non-finite draws are dropped;
+    NaN interval if none is finite)."""
+    est = fn(*[np.mean(a, axis=0) for a in arrays])
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        vals.append(fn(*[np.mean(a[rng.integers(0, a.shape[0], a.shape[0])], axis=0)
+                         for a in arrays]))
+    vals = np.asarray(vals)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return est, (float("nan"), float("nan"))
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return est, (float(lo), float(hi))

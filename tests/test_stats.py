@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from rnn_ntk.stats import fit_line, fit_power_law, mean_sem, verdict
+from scipy import stats as sstats
+
+from rnn_ntk.stats import bootstrap_seeds, fit_line, fit_power_law, mean_sem, spearman, verdict
 
 
 def test_power_law_recovers_known_slope_from_noisy_seeds():
@@ -48,3 +50,25 @@ def test_verdict():
     assert verdict(-0.2, (-0.25, -0.15), -0.65, -0.35) == "disagrees"
     assert verdict(-0.3, (-0.4, -0.2), -0.65, -0.35) == "inconclusive"
     assert verdict(float("nan"), (0, 0), 0, 1) == "inconclusive"
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        a = rng.integers(0, 5, size=12).astype(float)
+        b = rng.normal(size=12)
+        assert spearman(a, b) == pytest.approx(sstats.spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_bootstrap_seeds_degenerate_and_spread():
+    same = np.tile(np.array([1.0, 2.0, 3.0])[None, :], (5, 1))
+    est, ci = bootstrap_seeds(lambda m: float(m.sum()), [same])
+    assert est == pytest.approx(6.0) and ci == pytest.approx((6.0, 6.0))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200,))
+    est, (lo, hi) = bootstrap_seeds(lambda m: float(m), [x], n_boot=2000)
+    se = x.std(ddof=1) / np.sqrt(x.size)
+    assert est == pytest.approx(x.mean())
+    assert (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.15)
