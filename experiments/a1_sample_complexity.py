@@ -15,12 +15,20 @@ Setup (what this module measures)
   (1/2) sum_{t>=2} ||r_t||^2), online SGD: batch 1, one pass over N fresh samples (steps = N).
   Step: eta_paper = 1 / (m lambda), lambda = the top eigenvalue of the infinite-width NTK block
   Theta(x, x)[2:, 2:] of one sequence averaged over a few sequences (so eta ~ 1/m), converted with
-  ``paper_lr_to_ntk``: lr_ntk = 1 / (2 lambda), the same for every m. Widths run zero-padded to
-  the largest (one program per N; each runs at its true width).
+  ``paper_lr_to_ntk``: lr_ntk = 1 / (2 lambda), the same for every m.
+* Runs: a training sweep per N, ``experiments/a1_sample_complexity.toml`` with the scale's widths,
+  seeds and n_test, N and lr substituted (``rnn_spec``, via ``sweep.override_spec``), run by
+  ``rnn_ntk.sweep.run_sweep`` into ``<results>/a1_sample_complexity/rnn/N<N>/`` (resumable; a
+  changed spec is refused). Widths are packed into one program per N at the largest width, each
+  run at its true width (``pack_widths = true``). A run's key is key(seed) (the sweep's rule, no
+  key axes): the same initial parameters (nested over m) and data at every m and N. The
+  per-position test errors are recomputed from the stored final W on the run's test set
+  (``rnn_ntk.reproduce.store_position_errors``, shared with A2) into ``train_N<N>.npz``.
 * Test error: mean over positions t >= 2 of the test MSE divided by Var(y_t) (= 1 by construction;
   we divide by the measured test variance). Kernel regression: the infinite-width W-only NTK
   (readout 'all', positions 2..T jointly, ridge JITTER * mean diag) on the first N sequences of
-  a float64 draw with the same keys (different random bits from the float32 training draw).
+  a float64 draw from keys fold_in(key(BASE_SEED), seed) (``run_key``; independent of the
+  training draws).
 
 Agreement criteria (fixed before any run; never tuned)
 ------------------------------------------------------
@@ -44,9 +52,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_ntk import model, plots, stats, tasks, train
+from rnn_ntk import model, plots, stats, sweep, tasks
 from rnn_ntk.kernels.infinite import infinite_kernels
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.reproduce import (Claim, check_scale, load_arrays, relative_error, save_arrays,
+                               store_position_errors)
 
 NAME = "a1_sample_complexity"
 TITLE = ("Sample complexity nearly independent of width (Allen-Zhu & Li 2019): online SGD on the "
@@ -58,6 +67,7 @@ EPS_X = 0.5
 N_TERMS = 3
 JITTER = 1e-8
 BASE_SEED = 2019
+SPEC_PATH = Path(__file__).with_suffix(".toml")
 
 
 class Setting(NamedTuple):
@@ -85,13 +95,8 @@ def task_config(n_train: int, n_test: int, length: int = LENGTH) -> tasks.TaskCo
 
 
 def run_key(seed: int) -> jax.Array:
+    """The kernel-regression arm's data key of seed ``seed`` (the RNN runs use the sweep's key)."""
     return jax.random.fold_in(jax.random.key(BASE_SEED), seed)
-
-
-def relative_error(pred_NT: np.ndarray, y_NT: np.ndarray) -> np.ndarray:
-    """Per-position test MSE / Var(y_t) for positions t >= 2: (T-1,)."""
-    p, y = np.asarray(pred_NT, np.float64)[:, 1:], np.asarray(y_NT, np.float64)[:, 1:]
-    return np.mean((p - y) ** 2, axis=0) / np.var(y, axis=0)
 
 
 def kernel_regression_errors(H, Ht, y_NT, yt_NT, ns, jitter: float = JITTER) -> np.ndarray:
@@ -126,26 +131,25 @@ def ntk_lr(seed: int = 0, n: int = 8, length: int = LENGTH) -> float:
     return float(1.0 / (2.0 * np.mean(lam)))
 
 
-def _train_piece(N: int, st: Setting, lr: float) -> dict[str, np.ndarray]:
-    M = max(st.widths)
-    tcfg = train.TrainConfig(model=model_config(M), task=task_config(N, st.n_test), steps=N,
-                             log_every=N, batch_size=1, loss="sum_from_2", init="gaussian",
-                             array_width=M, save_params=True)
-    ws = np.repeat(np.asarray(st.widths, np.float64), st.seeds)
-    ss = np.tile(np.arange(st.seeds), len(st.widths))
-    keys = jnp.stack([run_key(int(s)) for s in ss])
-    rec = train.train_many(tcfg, keys, {"lr": lr, "width": ws, "eps_x": EPS_X})
-    # per-position relative test error from the final parameters on the run's own test set
-    err = np.zeros((len(st.widths), st.seeds, LENGTH - 1))
-    cfgM = model_config(M)
-    for r, (w, s) in enumerate(zip(ws, ss)):
-        data = tasks.sample_task(tcfg.task, jax.random.fold_in(keys[r], 1), {"eps_x": EPS_X})
-        params = jax.tree.map(lambda a: a[r], rec["final_params"])
-        sc = model.Scales(cfgM.sigma_w, cfgM.sigma_u, cfgM.sigma_b, cfgM.sigma_v, float(w))
-        pred = model.apply(cfgM, params, data.x_test, scales=sc)[..., 0]
-        err[r // st.seeds, s] = relative_error(pred, data.y_test[..., 0])
-    return {"err": err, "diverged": np.asarray(rec["diverged"])[:, -1],
-            "test_loss": np.asarray(rec["test_loss"])[:, -1]}
+def rnn_spec(st: Setting, N: int, lr: float) -> sweep.Spec:
+    """The sweep of one piece: the TOML (experiments/a1_sample_complexity.toml) with the scale's
+    widths, seeds and test size, N samples (N steps, logged at the start and end) and step lr."""
+    return sweep.override_spec(sweep.load_spec(SPEC_PATH), {
+        "model.width": list(st.widths), "task.n_train": N, "task.n_test": st.n_test,
+        "train.steps": N, "train.log_every": N, "train.lr": float(lr), "sweep.seeds": st.seeds})
+
+
+def _train_piece(N: int, st: Setting, lr: float, store_dir) -> dict[str, np.ndarray]:
+    """Run (or resume) the piece's sweep into store_dir and return err (widths, seeds, T-1), the
+    engine's final test loss and divergence flag per run (runs width-major, seed last)."""
+    sweep.run_sweep(rnn_spec(st, N, lr), store_dir, resume=True)
+    res = store_position_errors(store_dir)
+    want_w = np.repeat(np.asarray(st.widths), st.seeds)
+    want_s = np.tile(np.arange(st.seeds), len(st.widths))
+    if not (np.array_equal(res["width"], want_w) and np.array_equal(res["seed"], want_s)):
+        raise RuntimeError(f"{store_dir}: runs are not (width, seed) = {list(zip(want_w, want_s))}")
+    return {"err": res["err"].reshape(len(st.widths), st.seeds, LENGTH - 1),
+            "diverged": res["diverged"], "test_loss": res["test_loss"]}
 
 
 def run(results_dir, scale: str = "default") -> None:
@@ -172,7 +176,7 @@ def run(results_dir, scale: str = "default") -> None:
     for N in st.ns:
         p = out / f"train_N{N}.npz"
         if not p.exists():
-            save_arrays(p, meta, **_train_piece(N, st, lr))
+            save_arrays(p, meta, **_train_piece(N, st, lr, out / "rnn" / f"N{N}"))
 
 
 def _load(results_dir):

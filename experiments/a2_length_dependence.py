@@ -25,7 +25,8 @@ trained).
   a single store would hold |L| x |N|^2 cells of m x m final weights for |L| x |N| runs; every
   (L, N) is its own compiled program either way. The per-position relative test errors e_t(N)
   (test MSE / Var y_t on the run's n_test test sequences) are recomputed from the stored final W
-  on the test set regenerated from the run's key.
+  on the test set regenerated from the run's key (``rnn_ntk.reproduce.store_position_errors``,
+  shared with A1).
 * Kernel arm (the infinite-width reference; no RNN trained): the W-only NTK of the same model and,
   for each position t separately, kernel regression (ridge JITTER * mean diag) of y_t on the Gram
   block Theta(t, t) of the first n training sequences (the time -> inf limit of training that
@@ -63,7 +64,6 @@ A2.2  uniform over positions, per arm, at the largest N: max_t e_t / mean_t e_t 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import string
 from pathlib import Path
@@ -74,10 +74,10 @@ import jax.numpy as jnp
 import matplotlib.ticker
 import numpy as np
 
-from rnn_ntk import model, plots, stats, sweep, tasks, train
+from rnn_ntk import plots, stats, sweep, tasks
 from rnn_ntk.kernels.infinite import infinite_kernels
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, load_experiment, save_arrays
-from rnn_ntk.store import load_results
+from rnn_ntk.reproduce import (Claim, check_scale, load_arrays, load_experiment, save_arrays,
+                               store_position_errors)
 
 a1 = load_experiment("a1_sample_complexity")
 
@@ -220,38 +220,6 @@ def rnn_spec(st: Setting, L: int, N: int, lr: float) -> sweep.Spec:
     return sweep.parse_spec(text, str(SPEC_PATH))
 
 
-_apply = jax.jit(model.apply, static_argnums=0)
-
-
-def rnn_position_errors(store_dir) -> dict[str, np.ndarray]:
-    """Per-run relative test errors (runs, T-1) of a finished piece, recomputed from the stored
-    final parameters on each run's test set; also the engine's own final test loss and divergence
-    flag per run.
-
-    The test set is regenerated as train draws it (``tasks.sample_task`` from fold_in(run key, 1),
-    test part from its fold_in(., 1), target function from its fold_in(., 2)): it does not depend
-    on n_train, so it is drawn with n_train = 1 and one compiled draw (and one compiled forward
-    pass) serves every N of a length."""
-    ds = load_results(store_dir)
-    spec = sweep.parse_spec(ds.attrs["spec_toml"], f"{store_dir} (stored spec)")
-    thp = {"eps_x": spec.fixed["task"]["eps_x"]}
-    err, loss, div = [], [], []
-    for r in sweep.expand_runs(spec):
-        cfg = sweep.build_config(spec, r.static, r.width)
-        tc = dataclasses.replace(cfg.task, n_train=1)
-        data = tasks.sample_task(tc, jax.random.fold_in(train.run_key(r.seed, r.key_coords), 1),
-                                 thp, dtype=cfg.jnp_dtype)
-        cell = ds.sel(seed=r.seed)
-        params = {g: jnp.asarray(cell[f"final_{g}"].values, cfg.jnp_dtype) for g in model.GROUPS}
-        m = cfg.model
-        sc = model.Scales(m.sigma_w, m.sigma_u, m.sigma_b, m.sigma_v, float(r.width))
-        pred = _apply(m, params, data.x_test, scales=sc)[..., 0]
-        err.append(a1.relative_error(pred, data.y_test[..., 0]))
-        loss.append(float(cell["test_loss"].isel(step=-1)))
-        div.append(bool(cell["diverged"].any()))
-    return {"err": np.asarray(err), "test_loss": np.asarray(loss), "diverged": np.asarray(div)}
-
-
 def run(results_dir, scale: str = "default") -> None:
     st = SETTINGS[check_scale(scale)]
     out = Path(results_dir) / NAME
@@ -273,7 +241,8 @@ def run(results_dir, scale: str = "default") -> None:
                 continue
             store_dir = out / "rnn" / f"L{L}_N{N}"
             sweep.run_sweep(rnn_spec(st, L, N, lr[L]), store_dir, resume=True)
-            save_arrays(p, meta, **rnn_position_errors(store_dir))
+            res = store_position_errors(store_dir)
+            save_arrays(p, meta, **{k: res[k] for k in ("err", "test_loss", "diverged")})
 
 
 def _load(results_dir):

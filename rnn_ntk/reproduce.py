@@ -171,3 +171,71 @@ def results_markdown(claims: list[Claim], *, header: str = "") -> str:
             lines.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-position test errors of trained sequence-to-sequence runs (A1, A2)
+
+
+def relative_error(pred_NT: Any, y_NT: Any) -> np.ndarray:
+    """Per-position relative test error for positions t >= 2: mean_i (p_it - y_it)^2 / Var_i y_t,
+    (T-1,) from predictions and targets (n, T); position 1 (no target in the papers' loss) is
+    ignored. float64."""
+    p, y = np.asarray(pred_NT, np.float64)[:, 1:], np.asarray(y_NT, np.float64)[:, 1:]
+    return np.mean((p - y) ** 2, axis=0) / np.var(y, axis=0)
+
+
+def store_position_errors(store_dir: str | Path) -> dict[str, np.ndarray]:
+    """Per-run relative test errors of a finished sweep store with readout 'all' and
+    ``save_params``, recomputed from the stored final parameters on each run's own test set.
+
+    Returns, over the runs in ``sweep.expand_runs`` order of the stored spec: ``err`` (R, T-1)
+    (:func:`relative_error`), ``width`` and ``seed`` (R,), the engine's own final ``test_loss``
+    (R,) and ``diverged`` (R,, any step). The test set is regenerated as ``train`` draws it
+    (``tasks.sample_task`` from fold_in(run key, 1)); it does not depend on n_train, so it is drawn
+    with n_train = 1. Parameters of runs packed at a larger array width are stored NaN-padded
+    (the padding is exact zeros in the engine) and evaluated at the array width with the run's
+    true width in the scales, as the engine does."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnn_ntk import model, sweep, tasks, train
+    from rnn_ntk.store import load_results
+
+    ds = load_results(store_dir)
+    spec = sweep.parse_spec(ds.attrs["spec_toml"], f"{store_dir} (stored spec)")
+    apply = _jit_apply()
+    out: dict[str, list] = {"err": [], "width": [], "seed": [], "test_loss": [], "diverged": []}
+    for r in sweep.expand_runs(spec):
+        cfg = sweep.build_config(spec, r.static, r.width)
+        tc = dataclasses.replace(cfg.task, n_train=1)
+        thp = {k: float(v) for k, v in tasks.default_task_hparams(cfg.task).items()}
+        set_by_spec = {**spec.fixed["task"], **dict(r.lanes)}
+        thp.update({k: float(set_by_spec[k]) for k in thp if k in set_by_spec})
+        data = tasks.sample_task(tc, jax.random.fold_in(train.run_key(r.seed, r.key_coords), 1),
+                                 thp, dtype=cfg.jnp_dtype)
+        cell = ds.sel({a.name: c for a, c in zip(spec.axes, r.coords)})
+        params = {g: jnp.asarray(np.nan_to_num(cell[f"final_{g}"].values, nan=0.0),
+                                 cfg.jnp_dtype) for g in model.GROUPS}
+        m = cfg.model
+        sc = model.Scales(m.sigma_w, m.sigma_u, m.sigma_b, m.sigma_v, float(r.width))
+        pred = apply(m, params, data.x_test, scales=sc)[..., 0]
+        out["err"].append(relative_error(pred, data.y_test[..., 0]))
+        out["width"].append(r.width)
+        out["seed"].append(r.seed)
+        out["test_loss"].append(float(cell["test_loss"].isel(step=-1)))
+        out["diverged"].append(bool(cell["diverged"].any()))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+_APPLY: list = []
+
+
+def _jit_apply():
+    """model.apply jitted once per process (config static)."""
+    if not _APPLY:
+        import jax
+
+        from rnn_ntk import model
+        _APPLY.append(jax.jit(model.apply, static_argnums=0))
+    return _APPLY[0]

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from rnn_ntk import tasks
+from rnn_ntk import model, sweep, tasks, train
 from rnn_ntk.dynamics import kernel_regression
 from rnn_ntk.reproduce import VERDICTS, load_experiment
 
@@ -36,18 +36,51 @@ def test_kernel_regression_errors_match_flat_regression():
         np.testing.assert_allclose(row, want, rtol=1e-6)
 
 
-def test_recomputed_errors_match_the_engines_test_loss():
-    # the per-position errors recomputed from the saved (padded) parameters reproduce the training
-    # engine's own test loss (1/2) sum_i sum_{t>=2} r^2 at every width
+def test_spec_resolves_to_a1_setup():
+    st = a1.SETTINGS["default"]
+    spec = a1.rnn_spec(st, 400, 0.0123)
+    runs = sweep.expand_runs(spec)
+    assert [(r.width, r.seed) for r in runs] == [(w, s) for w in st.widths for s in range(st.seeds)]
+    assert all(r.key_coords == () for r in runs)        # key = key(seed): paired over m and N
+    for r in runs:
+        cfg = sweep.build_config(spec, r.static, r.width)
+        want = train.TrainConfig(model=a1.model_config(r.width), task=a1.task_config(400, st.n_test),
+                                 steps=400, log_every=400, batch_size=1, loss="sum_from_2",
+                                 init="gaussian", save_params=True)
+        assert cfg == want
+    assert spec.fixed["train"]["lr"] == 0.0123 and spec.fixed["task"]["eps_x"] == a1.EPS_X
+    # the template as committed is the default scale's first piece, with the computed step
+    base, first = sweep.load_spec(a1.SPEC_PATH), a1.rnn_spec(st, st.ns[0], 0.057259105770178294)
+    assert first.resolved == base.resolved
+
+
+def test_sweep_piece_matches_direct_training(tmp_path):
+    # the errors read back from the sweep store equal those of the same runs trained directly with
+    # train.train_many (widths zero-padded to the largest, key(seed), the run's test set from
+    # fold_in(key, 1)) and evaluated with model.apply; they also reproduce the engine's own test
+    # loss (1/2) sum_i sum_{t>=2} r^2
     st = a1.Setting(ns=(6,), widths=(4, 8), seeds=2, n_test=5)
-    piece = a1._train_piece(6, st, lr=0.05)
-    tc = a1.task_config(6, 5)
-    for s in range(2):
-        data = tasks.sample_task(tc, jax.random.fold_in(a1.run_key(s), 1), {"eps_x": a1.EPS_X})
-        var = np.var(np.asarray(data.y_test, np.float64)[:, 1:, 0], axis=0)
-        for i in range(2):
-            loss = 0.5 * 5 * np.sum(piece["err"][i, s] * var)
-            assert loss == pytest.approx(float(piece["test_loss"][i * 2 + s]), rel=1e-4)
+    piece = a1._train_piece(6, st, 0.05, tmp_path / "store")
+    M = 8
+    tcfg = train.TrainConfig(model=a1.model_config(M), task=a1.task_config(6, 5), steps=6,
+                             log_every=6, batch_size=1, loss="sum_from_2", init="gaussian",
+                             array_width=M, save_params=True)
+    ws = np.repeat([4.0, 8.0], 2)
+    keys = jax.numpy.stack([jax.random.key(s) for s in (0, 1, 0, 1)])
+    rec = train.train_many(tcfg, keys, {"lr": 0.05, "width": ws, "eps_x": a1.EPS_X})
+    cfgM = a1.model_config(M)
+    for r in range(4):
+        data = tasks.sample_task(tcfg.task, jax.random.fold_in(keys[r], 1), {"eps_x": a1.EPS_X})
+        params = jax.tree.map(lambda a: a[r], rec["final_params"])
+        sc = model.Scales(cfgM.sigma_w, cfgM.sigma_u, cfgM.sigma_b, cfgM.sigma_v, float(ws[r]))
+        pred = np.asarray(model.apply(cfgM, params, data.x_test, scales=sc)[..., 0], np.float64)
+        y = np.asarray(data.y_test, np.float64)[..., 0]
+        want = np.mean((pred[:, 1:] - y[:, 1:]) ** 2, axis=0) / np.var(y[:, 1:], axis=0)
+        np.testing.assert_allclose(piece["err"][r // 2, r % 2], want, rtol=1e-4)
+        loss = 0.5 * 5 * np.sum(piece["err"][r // 2, r % 2] * np.var(y[:, 1:], axis=0))
+        assert loss == pytest.approx(float(piece["test_loss"][r]), rel=1e-4)
+        assert loss == pytest.approx(float(np.asarray(rec["test_loss"])[r, -1]), rel=1e-4)
+    assert not piece["diverged"].any()
 
 
 def test_end_to_end_ci(tmp_path):
