@@ -30,6 +30,11 @@ Setup (what this module measures)
   a float64 draw from keys fold_in(key(BASE_SEED), seed) (``run_key``; independent of the
   training draws).
 
+Seeds: the default scale used 3 seeds until the runs moved to the sweep engine, whose run keys
+differ (key(s) instead of fold_in(key(2019), s)); the new draw flipped two of the four verdicts with
+the criteria unchanged (slopes vs m at N = 400: old seeds -0.03, new seeds -0.27), so 3 seeds do not
+resolve them and the default now uses 8. The criteria below were not touched.
+
 Agreement criteria (fixed before any run; never tuned)
 ------------------------------------------------------
 For each N, s(N) = log-log slope of the seed-mean relative test error against m (stats.fit_power_law,
@@ -79,7 +84,7 @@ class Setting(NamedTuple):
 
 SETTINGS = {
     "ci": Setting(ns=(8, 16), widths=(8, 16), seeds=2, n_test=16),
-    "default": Setting(ns=(50, 100, 200, 400), widths=(64, 128, 256), seeds=3, n_test=200),
+    "default": Setting(ns=(50, 100, 200, 400), widths=(64, 128, 256), seeds=8, n_test=200),
     "large": Setting(ns=(50, 100, 200, 500, 1000, 2000), widths=(128, 256, 512, 1024), seeds=8,
                      n_test=1000),
 }
