@@ -16,16 +16,26 @@ Setup (what this module measures)
   ``N2_l01``, ``N2_l06``, ``N2_l09`` (N = 2, span 1, 6, 9; span 3 is ``N2``), ``random``
   (random_labels: iid N(0, 1) labels, first token of the random_labels kind, eps_x = 1).
 * Kernel part (float64): for each seed s the task is drawn at n_max from key
-  fold_in(fold_in(key(BASE_SEED), s), 1) (the data key a training run of key
-  fold_in(key(BASE_SEED), s) uses); the Gram H = infinite-width W-only NTK of the first n
+  fold_in(fold_in(key(BASE_SEED), s), 1); the Gram H = infinite-width W-only NTK of the first n
   sequences (nested subsets), and the measure
       c(n) = sqrt(y^T (H + j I)^-1 y / n),   j = JITTER * mean(diag H), JITTER = 1e-8,
   and the infinite-width kernel-regression test MSE (same jitter as ridge) for every n.
 * Training part: the finite RNN (width m, float32, init 'symmetric' so f_0 = 0 as in kernel
   regression, full-batch GD on the 'mean' loss, lr = 0.5 n / lambda_max(H) (half the stability
-  limit of the NTK linearisation), ``steps`` steps) at n = n_max, test MSE on n_test fresh
-  sequences. The float32 draws use different random bits from the float64 draws of the kernel
-  part: the same target distributions and target functions' law, not the same samples.
+  limit of the NTK linearisation; lambda_max the seed mean of the kernel part's top eigenvalue at
+  n_max), ``steps`` steps) at n = n_max, test MSE on n_test fresh sequences. The runs are training
+  sweeps: ``experiments/c1_kernel_complexity.toml``, filled in per target (task kind, N, span,
+  eps_x), scale (m, n_max, n_test, steps, seeds) and lr by ``rnn_ntk.sweep.override_spec``, and
+  run by ``rnn_ntk.sweep.run_sweep`` into ``<results>/c1_kernel_complexity/train/<target>/`` (one
+  resumable store per target, seeds as lanes of one program; each store keeps its filled-in
+  spec); each finished store's final test/train MSE per seed are then read back with
+  ``rnn_ntk.store.load_results`` into ``train_<target>.npz``, what the claims use. One store per target rather than one spec zipping the target fields: override_spec
+  replaces one-line entries of the top-level tables, and the store is dense over its axes (a zip
+  of kind, n_vars, span, eps_x and lr would be a 5-dimensional array, nearly all empty). Seed s
+  of a sweep is the run key ``train.run_key(s, ())`` = key(s) for every target (a paired design,
+  as the kernel part's): not the kernel part's keys, and float32 draws besides, so the trained
+  runs see the same target distributions and target functions' law as the kernel part, not the
+  same samples.
 
 Agreement criteria (fixed before any run; never tuned)
 ------------------------------------------------------
@@ -52,15 +62,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_ntk import model, plots, stats, tasks, train
+from rnn_ntk import model, plots, stats, sweep, tasks
 from rnn_ntk.dynamics import kernel_regression
 from rnn_ntk.kernels.infinite import infinite_kernels
 from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.store import load_results
 
 NAME = "c1_kernel_complexity"
 TITLE = ("Kernel complexity sqrt(y^T H^-1 y / n) ranks targets (Wang, Shen, Hu & Cao 2021): "
          "additive, N-variable, span, random labels, token norm; vs RNN test error")
 
+SPEC_PATH = Path(__file__).with_suffix(".toml")
 INPUT_DIM = 3
 LENGTH = 10
 JITTER = 1e-8
@@ -170,16 +182,28 @@ def _kernel_piece(t: Target, st: Setting) -> dict[str, np.ndarray]:
     return {"measure": meas, "kr_test_mse": kr, "lam_max": lam, "ns": np.asarray(st.ns)}
 
 
-def _train_piece(t: Target, st: Setting, lam_max: float) -> dict[str, np.ndarray]:
-    nmax = max(st.ns)
-    tcfg = train.TrainConfig(model=model_config(st.width), task=task_config(t, nmax, st.n_test),
-                             steps=st.steps, log_every=st.steps, init="symmetric")
-    lr = 0.5 * nmax / lam_max
-    keys = jnp.stack([run_key(s) for s in range(st.train_seeds)])
-    rec = train.train_many(tcfg, keys, {"lr": lr, "eps_x": t.eps})
-    return {"test_mse": np.asarray(rec["test_loss"])[:, -1],
-            "train_mse": np.asarray(rec["train_loss"])[:, -1],
-            "diverged": np.asarray(rec["diverged"])[:, -1], "lr": np.asarray(lr)}
+def train_lr(st: Setting, lam_max: float) -> float:
+    """The training step: 0.5 n_max / lambda_max (half the linearisation's stability limit)."""
+    return 0.5 * max(st.ns) / lam_max
+
+
+def train_spec(t: Target, st: Setting, lr: float) -> sweep.Spec:
+    """The training sweep of one target: the TOML template with the target's task fields, the
+    scale's sizes and the step ``lr`` (see :func:`train_lr`) substituted."""
+    return sweep.override_spec(sweep.load_spec(SPEC_PATH), {
+        "model.width": st.width, "task.kind": t.kind, "task.n_vars": t.n_vars,
+        "task.span": t.span, "task.eps_x": t.eps, "task.n_train": max(st.ns),
+        "task.n_test": st.n_test, "train.steps": st.steps, "train.log_every": st.steps,
+        "train.lr": float(lr), "sweep.seeds": st.train_seeds})
+
+
+def train_results(store_dir) -> dict[str, np.ndarray]:
+    """Per seed of a finished target store: final test and train MSE, divergence flag at the last
+    record, and the step lr (from the stored spec)."""
+    ds = load_results(store_dir).transpose("seed", "step")
+    lr = sweep.parse_spec(ds.attrs["spec_toml"], f"{store_dir} (stored spec)").fixed["train"]["lr"]
+    return {"test_mse": ds["test_loss"].values[:, -1], "train_mse": ds["train_loss"].values[:, -1],
+            "diverged": ds["diverged"].values[:, -1], "lr": np.asarray(lr)}
 
 
 def run(results_dir, scale: str = "default") -> None:
@@ -194,7 +218,10 @@ def run(results_dir, scale: str = "default") -> None:
         tp = out / f"train_{t.name}.npz"
         if not tp.exists():
             k, _ = load_arrays(out / f"kernel_{t.name}.npz")
-            save_arrays(tp, meta, **_train_piece(t, st, float(np.mean(k["lam_max"]))))
+            store_dir = out / "train" / t.name
+            spec = train_spec(t, st, train_lr(st, float(np.mean(k["lam_max"]))))
+            sweep.run_sweep(spec, store_dir, resume=True)
+            save_arrays(tp, meta, **train_results(store_dir))
 
 
 def _load(results_dir):
