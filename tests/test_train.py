@@ -1,6 +1,7 @@
 """Training engine: trajectories against direct loops, lanes against single runs, padding, freezing,
 divergence, projection, symmetric init, the linearised model, the kernel-change record."""
 import collections
+import contextlib
 import functools
 import math
 import threading
@@ -30,6 +31,22 @@ def _cfg(width=8, T=3, n=6, n_test=5, steps=4, log_every=2, target="last", train
                      sigma_b=sigma_b, trainable=trainable)
     tcfg = TaskConfig("random_labels", n_train=n, n_test=n_test, length=T, input_dim=D, target=target)
     return TrainConfig(mcfg, tcfg, steps=steps, log_every=log_every, dtype=dtype, **kw)
+
+
+@contextlib.contextmanager
+def _count_compiles():
+    """A list that collects one entry per XLA backend compile while the block runs."""
+    compiles = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _np(tree):
@@ -330,14 +347,7 @@ def test_divergence_is_flagged_and_isolated():
 def test_new_hparam_values_do_not_recompile():
     cfg = CFG_F32
     keys = run_keys(0, np.arange(3)[:, None])
-    compiles = []
-
-    def listener(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with _count_compiles() as compiles:
         train_many(cfg, keys, {"lr": 0.1})["train_loss"].block_until_ready()
         single = _jit_train(cfg)
         single(keys[0], {"lr": 0.1, "sigma_w": 1.0, "width": 8.0})["train_loss"].block_until_ready()
@@ -352,8 +362,6 @@ def test_new_hparam_values_do_not_recompile():
                 "train_loss"].block_until_ready()
             single(keys[1], {"lr": lr, "sigma_w": sw, "width": w})["train_loss"].block_until_ready()
         assert compiles == []
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.mark.parametrize("layout,every", [(Layout(1, "map", 1), 1), (Layout(2, "map", 1), 2),
@@ -393,21 +401,12 @@ def test_progress_reports_count_every_step_and_change_nothing(layout, every):
         assert sorted(len(lanes) for lanes, _ in calls) == [1] * n_reports + [2] * n_reports
 
     # the progress program is cached: new values do not recompile it
-    compiles = []
-
-    def listener(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with _count_compiles() as compiles:
         calls.clear()
         train_many(cfg, run_keys(5, np.arange(R)[:, None]), {"lr": np.array([0.2, 0.1, 0.05])},
                    layout=layout, progress=on_progress, progress_every=every)[
             "train_loss"].block_until_ready()
         assert compiles == [] and sum(len(lanes) * n for lanes, n in calls) == R * cfg.steps
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def test_progress_every_k_logs_reports_the_remainder_at_the_end():
