@@ -364,6 +364,7 @@ def test_new_hparam_values_do_not_recompile():
         assert compiles == []
 
 
+@pytest.mark.slow   # in-program host callbacks: see sweep.IN_PROGRAM_PROGRESS
 @pytest.mark.parametrize("layout,every", [(Layout(1, "map", 1), 1), (Layout(2, "map", 1), 2),
                                           (Layout(2, "vmap", 1), 1)],
                          ids=["1xmap", "2xmap-every2", "2xvmap"])
@@ -409,6 +410,7 @@ def test_progress_reports_count_every_step_and_change_nothing(layout, every):
         assert compiles == [] and sum(len(lanes) * n for lanes, n in calls) == R * cfg.steps
 
 
+@pytest.mark.slow   # in-program host callbacks: see sweep.IN_PROGRAM_PROGRESS
 def test_progress_every_k_logs_reports_the_remainder_at_the_end():
     cfg = CFG_MB                               # 9 steps, a log every 3: logs 1, 2, 3
     key = jax.random.key(8)
