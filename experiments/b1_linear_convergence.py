@@ -45,7 +45,6 @@ reported, not hidden).
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ import jax
 import numpy as np
 
 from rnn_ntk import plots, stats
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays, load_experiment, save_arrays
 
 NAME = "b1_linear_convergence"
 TITLE = ("Linear convergence of full-batch GD on random labels (ReLU Elman RNN): log loss vs "
@@ -68,15 +67,7 @@ MIN_LATE_POINTS = 3
 MIN_FIT_WIDTHS = 3
 
 
-def _load_l1():
-    path = Path(__file__).resolve().parent / "l1_net_vs_linearized.py"
-    spec = importlib.util.spec_from_file_location("rnn_ntk_experiments_l1_for_b1", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-l1 = _load_l1()
+l1 = load_experiment("l1_net_vs_linearized")   # one module object per process
 BASE_SEED = 2019
 
 SETTINGS = {
@@ -153,14 +144,8 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
 
 
 def load(results_dir: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    files = sorted(Path(results_dir, NAME).glob("width_*.npz"),
-                   key=lambda p: int(p.stem.split("_")[1]))
-    if not files:
-        raise FileNotFoundError(f"no stored runs under {Path(results_dir, NAME)}; run() first")
-    arrs = [load_arrays(p)[0] for p in files]
-    widths = np.array([int(p.stem.split("_")[1]) for p in files])
-    keys = set.intersection(*(set(a) for a in arrs))
-    return widths, {k: np.stack([a[k] for a in arrs]) for k in keys}
+    """B1's stored runs, stacked by width (the L1 layout: l1.load)."""
+    return l1.load(results_dir, NAME)
 
 
 def summary(results_dir: str | Path) -> dict[str, Any]:

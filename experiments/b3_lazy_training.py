@@ -43,7 +43,6 @@ B3.5  the proof bound holds: s >= -2 ('disagrees' only when the whole interval i
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -51,7 +50,7 @@ import jax
 import numpy as np
 
 from rnn_ntk import plots, stats
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays, load_experiment, save_arrays
 
 NAME = "b3_lazy_training"
 TITLE = ("Lazy training (Allen-Zhu, Li & Song 2019): weight movement, ReLU sign flips, kernel "
@@ -60,26 +59,10 @@ TITLE = ("Lazy training (Allen-Zhu, Li & Song 2019): weight movement, ReLU sign 
 SIGN_FLIP_MAX_SLOPE = -1.0 / 3.0
 
 
-def _load_l1():
-    path = Path(__file__).resolve().parent / "l1_net_vs_linearized.py"
-    spec = importlib.util.spec_from_file_location("rnn_ntk_experiments_l1_for_b3", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+l1 = load_experiment("l1_net_vs_linearized")   # one module object per process
 
 
-l1 = _load_l1()
-
-
-def _load_b1():
-    path = Path(__file__).resolve().parent / "b1_linear_convergence.py"
-    spec = importlib.util.spec_from_file_location("rnn_ntk_experiments_b1_for_b3", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-b1 = _load_b1()
+b1 = load_experiment("b1_linear_convergence")   # one module object per process
 DELTAS = (0.4, 0.2, 0.1, 0.05)
 DELTA_SEED = 4242
 DELTA_SETTINGS = {

@@ -284,12 +284,13 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
         save_arrays(path, meta, **train_width(st, m))
 
 
-def load(results_dir: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(widths (W,), arrays stacked to (W, S, ...)) of the stored runs, ordered by width."""
-    files = sorted(Path(results_dir, NAME).glob("width_*.npz"),
+def load(results_dir: str | Path, name: str = NAME) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(widths (W,), arrays stacked to (W, S, ...)) of the runs stored as results_dir/name/
+    width_<m>.npz, ordered by width (B1 stores its runs the same way)."""
+    files = sorted(Path(results_dir, name).glob("width_*.npz"),
                    key=lambda p: int(p.stem.split("_")[1]))
     if not files:
-        raise FileNotFoundError(f"no stored runs under {Path(results_dir, NAME)}; run() first")
+        raise FileNotFoundError(f"no stored runs under {Path(results_dir, name)}; run() first")
     arrs = [load_arrays(p)[0] for p in files]
     widths = np.array([int(p.stem.split("_")[1]) for p in files])
     keys = set.intersection(*(set(a) for a in arrs))
