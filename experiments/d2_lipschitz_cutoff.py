@@ -465,7 +465,8 @@ def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
     ax.set_xlabel("teacher lag k (steps)")
     ax.set_ylabel(f"GD steps to loss <= {THRESHOLD:g} x initial")
     ax.set_title("gaussian init (training engine)")
-    ax.legend(fontsize=6)
+    ax.set_ylim(top=budget * 40)        # headroom above the budget line for the legend
+    ax.legend(fontsize=5.5, ncol=2, loc="upper center")
     ax = axes[0, 1]
     kmax = TEACHER_LAGS[-1]
     for ai, alpha in enumerate(ALPHAS):

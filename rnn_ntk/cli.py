@@ -373,6 +373,8 @@ def _experiments(names: list[str]):
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     import time
 
+    from rnn_ntk import train
+
     modules = _experiments(args.names)
     if modules is None:
         return EXIT_USAGE
@@ -382,6 +384,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"[{mod.NAME}] {mod.TITLE} (scale {args.scale})", flush=True)
         mod.run(results, args.scale)
         print(f"[{mod.NAME}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+        train.release_compiled(force=True)   # experiments share no programs; free their maps
     return _draw(modules, results, Path(args.figures), args.results_md, names_given=True)
 
 

@@ -47,7 +47,8 @@ def width_colors(n: int) -> list:
 
 
 def save(fig, stem: str | Path) -> list[Path]:
-    """Write ``stem``.png and ``stem``.pdf (directories created) and close the figure."""
+    """Write ``stem``.png and ``stem``.pdf (directories created; same figure, same bytes) and
+    close the figure."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -55,7 +56,8 @@ def save(fig, stem: str | Path) -> list[Path]:
         fig.tight_layout()
         for ext in ("png", "pdf"):
             path = stem.with_suffix("." + ext)
-            fig.savefig(path)
+            # no creation date in PDFs, so redrawing the same results gives the same bytes
+            fig.savefig(path, metadata={"CreationDate": None} if ext == "pdf" else None)
             paths.append(path)
     plt.close(fig)
     return paths

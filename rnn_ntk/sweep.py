@@ -815,13 +815,6 @@ def run_seconds(cfg: TrainConfig, backend: str) -> float:
     return run_flops(cfg) / rate + scan_steps * STEP_OVERHEAD_S.get(backend, 5e-6)
 
 
-# In-program step reports (host callbacks from inside the compiled training program) are off by
-# default: with them on, 2 of 4 full test-suite runs aborted the process inside a later XLA compile
-# (no message; not reproducible alone). Until that is understood, sweeps report each chunk's steps
-# when the chunk ends; set this to True to get reports from inside the program.
-IN_PROGRAM_PROGRESS = False
-
-
 def progress_every(cfg: TrainConfig, backend: str) -> int:
     """Logs between a run's progress reports (``train.train_many``'s progress_every), or 0: no
     reports from inside the program (runs estimated under PROGRESS_MIN_RUN_S; their steps are
@@ -1279,8 +1272,7 @@ def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = 
         vals["width"] = float(r.width)
         for n, v in vals.items():
             hp.setdefault(n, np.full(len(padded), np.nan))[r_i] = v
-    every = (progress_every(p.cfg, plan.backend)
-             if on_step is not None and IN_PROGRAM_PROGRESS else 0)
+    every = progress_every(p.cfg, plan.backend) if on_step is not None else 0
 
     def report(lanes: np.ndarray, steps: int) -> None:   # filler lanes (index >= runs) are dropped
         n = int(np.count_nonzero(lanes < len(runs)))

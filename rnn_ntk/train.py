@@ -65,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import math
 import threading
 from typing import Any, Callable, NamedTuple
@@ -753,7 +754,48 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     return Layout(D, "map", fit)
 
 
-@functools.lru_cache(maxsize=64)
+# ----------------------------------------------------------------------------------------------
+# Compiled-program headroom (Linux memory-map limit)
+
+#: Fraction of the kernel's per-process memory-map limit (vm.max_map_count) above which
+#: :func:`release_compiled` drops every compiled program before the next compile.
+MAP_COUNT_FRACTION = 0.6
+
+
+def _map_counts() -> tuple[int, int] | None:
+    """(memory maps this process holds, the kernel's limit), or None where /proc lacks them."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            used = sum(1 for _ in f)
+    except (OSError, ValueError):
+        return None
+    return used, limit
+
+
+def release_compiled(force: bool = False) -> bool:
+    """Drop every compiled program of this process (jax.clear_caches and this module's program
+    cache) when ``force`` or when the process holds more than MAP_COUNT_FRACTION of the kernel's
+    memory-map limit; returns whether it dropped them (later calls recompile).
+
+    Why: XLA's CPU backend maps each compiled kernel into its own pages, about 3 memory maps per
+    kernel and ~500 per small training program, and keeps them while the program is cached.
+    A process that compiles a few hundred programs (a long sweep of buckets compiled apart,
+    `rnn-ntk reproduce` of every experiment, a test session) reaches Linux's default
+    vm.max_map_count of 65530, where LLVM fails with "Cannot allocate memory" and the process
+    aborts. :func:`train_many` calls this before each call's compile lookup."""
+    if not force:
+        counts = _map_counts()
+        if counts is None or counts[0] <= MAP_COUNT_FRACTION * counts[1]:
+            return False
+    _many_fn.cache_clear()
+    jax.clear_caches()
+    gc.collect()
+    return True
+
+
+@functools.lru_cache(maxsize=16)
 def _many_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: tuple[str, ...],
              devices: tuple, progress: int = 0) -> Callable:
     """The compiled program fn(kd_R, hp_R[, lane_R]) (lane_R: progress tags, progress only)."""
@@ -840,6 +882,7 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
         hp = {k: a[idx] for k, a in hp.items()}
     if progress is not None:
         _check_int("progress_every", progress_every, 1)
+    release_compiled()
     fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
                   0 if progress is None else progress_every)
     args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))

@@ -3,9 +3,22 @@
 x64 is enabled, so arrays made without an explicit dtype are float64 in tests; code under test
 that must run in float32 asks for it explicitly. Two host CPU devices are exposed so that the
 training engine's device-sharded lane layout is exercised on a CPU-only machine.
+
+Compiled programs are dropped after each test module: a whole session compiles well over a
+hundred training programs, and XLA's CPU backend keeps ~500 memory maps per cached program, which
+would otherwise exhaust Linux's vm.max_map_count (65530) and abort the session inside a compile
+(see rnn_ntk.train.release_compiled).
 """
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs_after_module():
+    yield
+    from rnn_ntk import train
+    train.release_compiled(force=True)

@@ -304,9 +304,7 @@ def test_second_writer_is_refused_before_any_compute(tmp_path, capsys):
 STEPS = GOOD.replace("seed = 0", "seeds = 5\nchunk_size = 3")
 
 
-@pytest.mark.slow   # in-program host callbacks: see sweep.IN_PROGRAM_PROGRESS
 def test_step_progress_sums_to_the_plan_and_changes_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "IN_PROGRAM_PROGRESS", True)
     spec = sweep.parse_spec(STEPS, "<test>")
     plan = sweep.make_plan(spec)
     assert [len(c.runs) for c in plan.chunks] == [3, 2] and {c.size for c in plan.chunks} == {3}

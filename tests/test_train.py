@@ -364,7 +364,6 @@ def test_new_hparam_values_do_not_recompile():
         assert compiles == []
 
 
-@pytest.mark.slow   # in-program host callbacks: see sweep.IN_PROGRAM_PROGRESS
 @pytest.mark.parametrize("layout,every", [(Layout(1, "map", 1), 1), (Layout(2, "map", 1), 2),
                                           (Layout(2, "vmap", 1), 1)],
                          ids=["1xmap", "2xmap-every2", "2xvmap"])
@@ -410,7 +409,6 @@ def test_progress_reports_count_every_step_and_change_nothing(layout, every):
         assert compiles == [] and sum(len(lanes) * n for lanes, n in calls) == R * cfg.steps
 
 
-@pytest.mark.slow   # in-program host callbacks: see sweep.IN_PROGRAM_PROGRESS
 def test_progress_every_k_logs_reports_the_remainder_at_the_end():
     cfg = CFG_MB                               # 9 steps, a log every 3: logs 1, 2, 3
     key = jax.random.key(8)
@@ -558,3 +556,28 @@ def test_linearized_side_by_side_and_kernel_change():
     K = empirical_ntk(cfg.model, out["final_params"], xp, method="jacobian")
     np.testing.assert_allclose(ch[-1], np.linalg.norm(K - K0) / np.linalg.norm(K0), rtol=1e-8)
     assert ch[-1] > 1e-4
+
+
+def test_release_compiled_frees_memory_maps_and_only_past_the_threshold(monkeypatch):
+    """XLA's CPU backend holds ~3 memory maps per compiled kernel while a program is cached (a test
+    session or a long sweep would otherwise reach vm.max_map_count and abort inside LLVM)."""
+    from rnn_ntk import train
+    cfg, R = _cfg(width=7), 2
+    keys = run_keys(0, np.arange(R)[:, None])
+    train.release_compiled(force=True)
+    before = train._map_counts()
+    assert before is not None, "this test needs Linux's /proc (the limit it guards is Linux's)"
+    ref = _np(train_many(cfg, keys, {}))
+    held = train._map_counts()[0]
+    assert held > before[0] + 50              # one small program holds hundreds of maps
+    with _count_compiles() as compiles:       # far below the threshold: nothing is dropped
+        assert not train.release_compiled()
+        train_many(cfg, keys, {})["train_loss"].block_until_ready()
+    assert compiles == []
+    assert train.release_compiled(force=True)
+    assert train._map_counts()[0] < held - 50  # the program's maps are gone
+    monkeypatch.setattr(train, "MAP_COUNT_FRACTION", 0.0)   # "over the threshold" from now on
+    with _count_compiles() as compiles:       # train_many drops programs first, so it recompiles
+        out = _np(train_many(cfg, keys, {}))
+    assert len(compiles) >= 1
+    _assert_records_equal(out, ref)
