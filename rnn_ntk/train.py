@@ -784,7 +784,7 @@ def release_compiled(force: bool = False) -> bool:
     A process that compiles a few hundred programs (a long sweep of buckets compiled apart,
     `rnn-ntk reproduce` of every experiment, a test session) reaches Linux's default
     vm.max_map_count of 65530, where LLVM fails with "Cannot allocate memory" and the process
-    aborts. :func:`train_many` calls this before each call's compile lookup."""
+    aborts. :func:`train_many` calls this before it builds a new program."""
     if not force:
         counts = _map_counts()
         if counts is None or counts[0] <= MAP_COUNT_FRACTION * counts[1]:
@@ -798,7 +798,11 @@ def release_compiled(force: bool = False) -> bool:
 @functools.lru_cache(maxsize=16)
 def _many_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: tuple[str, ...],
              devices: tuple, progress: int = 0) -> Callable:
-    """The compiled program fn(kd_R, hp_R[, lane_R]) (lane_R: progress tags, progress only)."""
+    """The compiled program fn(kd_R, hp_R[, lane_R]) (lane_R: progress tags, progress only).
+    Runs only on a cache miss, i.e. before a new program compiles: the memory-map check lives
+    here, off the path of calls that reuse a program (reading /proc/self/maps costs ~2 ms at
+    700 maps and grows with the count)."""
+    release_compiled()
     train = make_train(cfg, progress=progress)
 
     def one(kd, hp, *lane):
@@ -882,7 +886,6 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
         hp = {k: a[idx] for k, a in hp.items()}
     if progress is not None:
         _check_int("progress_every", progress_every, 1)
-    release_compiled()
     fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
                   0 if progress is None else progress_every)
     args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))

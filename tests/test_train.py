@@ -576,8 +576,15 @@ def test_release_compiled_frees_memory_maps_and_only_past_the_threshold(monkeypa
     assert compiles == []
     assert train.release_compiled(force=True)
     assert train._map_counts()[0] < held - 50  # the program's maps are gone
+    train_many(cfg, keys, {})["train_loss"].block_until_ready()        # cached again
     monkeypatch.setattr(train, "MAP_COUNT_FRACTION", 0.0)   # "over the threshold" from now on
-    with _count_compiles() as compiles:       # train_many drops programs first, so it recompiles
+    with _count_compiles() as compiles:       # reusing a cached program never checks or drops
+        train_many(cfg, keys, {})["train_loss"].block_until_ready()
+    assert compiles == []
+    # a new program over the threshold drops every cached one first, so cfg's recompiles
+    train_many(_cfg(width=6), keys, {})["train_loss"].block_until_ready()
+    monkeypatch.setattr(train, "MAP_COUNT_FRACTION", 1.0)
+    with _count_compiles() as compiles:
         out = _np(train_many(cfg, keys, {}))
     assert len(compiles) >= 1
     _assert_records_equal(out, ref)
