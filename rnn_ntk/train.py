@@ -80,6 +80,7 @@ from rnn_ntk import tasks
 from rnn_ntk.linearize import linearize
 from rnn_ntk.model import (GROUPS, ConfigError, Params, RNNConfig, Scales, forward, init_params,
                            readout)
+from rnn_ntk.sweep.cost import run_bytes
 
 Array = jax.Array
 
@@ -700,26 +701,6 @@ class Layout:
 
 # Fraction of accelerator memory a vmapped bucket may use.
 ACCEL_MEMORY_FRACTION = 0.5
-
-
-def run_bytes(cfg: TrainConfig) -> int:
-    """Rough peak memory of one run in flight (bytes): parameters with gradients and optimiser
-    state, activations of the largest forward pass, data, and the probe kernels when recorded.
-    Used by :func:`choose_layout` (runs per vmapped batch) and by the sweep planner (chunks)."""
-    M, t = cfg.width_array, cfg.task
-    B = t.n_train if cfg.batch_size is None else cfg.batch_size
-    n_models = 2 if cfg.linearized else 1
-    P = M * M + M * (t.input_dim + 1 + t.output_dim)
-    opt_copies = {"sgd": 0, "momentum": 1, "adam": 2}.get(cfg.optimizer, 2)
-    params = P * (4 + opt_copies) * n_models
-    acts = max(B, t.n_train, t.n_test) * t.length * M * 8 * n_models
-    y = t.length if t.target == "all" else 1
-    data = (t.n_train + t.n_test) * t.length * (t.input_dim + y * t.output_dim) * 2
-    kern = 0
-    if cfg.kernel_stride:
-        kern = 4 * cfg.n_probe * t.length * M + 2 * (cfg.n_probe * t.length) ** 2
-    item = 4 if cfg.dtype == "float32" else 8
-    return int((params + acts + data + kern) * item * 2)
 
 
 def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,

@@ -1,0 +1,201 @@
+"""Plan -> chunks of lanes over the devices -> result store (resume, atomic chunk writes).
+
+One writer per output directory: :func:`run_sweep` (and the CLI) hold
+:func:`rnn_ntk.store.lock_store` from opening the store to the last chunk. Nothing here prints:
+callers follow progress through ``on_chunk`` (per chunk) and ``on_step`` (run-steps).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from rnn_ntk import store, train
+from rnn_ntk.sweep import cost
+from rnn_ntk.sweep.plan import Chunk, Plan, Program, Run, fixed_lanes, lane_values, make_plan
+from rnn_ntk.sweep.spec import Spec
+
+__all__ = ["run_chunk", "Summary", "prepare", "execute", "run_sweep"]
+
+_PARAM_DIMS = {"W": ("unit", "unit_in"), "U": ("unit", "input"), "b": ("unit",),
+               "v": ("unit", "output")}
+
+
+def _param_arrays(prefix: str, params: Mapping[str, Any], widths: np.ndarray
+                  ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """Store variables of a run's final parameters (group -> (R, ...)): per-unit entries beyond
+    each run's own width set to NaN (they are exact zeros of the padding)."""
+    data, dims = {}, {}
+    for g, a in params.items():
+        a = np.array(a, dtype=np.result_type(a.dtype, np.float32))
+        name = f"{prefix}_{g}"
+        d = _PARAM_DIMS.get(g, tuple(f"{name}_{i}" for i in range(a.ndim - 1)))[: a.ndim - 1]
+        for ax, dn in enumerate(d):
+            if dn in ("unit", "unit_in"):
+                idx = np.arange(a.shape[ax + 1])
+                shape = [1] * a.ndim
+                shape[0], shape[ax + 1] = len(widths), len(idx)
+                mask = (idx[None, :] < widths[:, None]).reshape(shape)
+                a = np.where(mask, a, np.nan)
+        data[name], dims[name] = a, d
+    return data, dims
+
+
+def _records_to_arrays(records: Mapping[str, Any], widths: np.ndarray, n_logs: int
+                       ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """Flatten train_many's records into store variables (name -> array, name -> dims)."""
+    data, dims = {}, {}
+    for k, v in records.items():
+        if isinstance(v, Mapping):  # final_params, lin_final_params
+            prefix = "final" if k == "final_params" else k.replace("_params", "")
+            d2, m2 = _param_arrays(prefix, v, widths)
+            data.update(d2)
+            dims.update(m2)
+            continue
+        a = np.asarray(v)
+        if a.ndim >= 2 and a.shape[1] == n_logs:
+            dims[k] = ("step",) + tuple(f"{k}_{i}" for i in range(a.ndim - 2))
+        else:
+            dims[k] = tuple(f"{k}_{i}" for i in range(a.ndim - 1))
+        data[k] = a
+    return data, dims
+
+
+def _lane_hparams(plan: Plan, p: Program, padded: list[Run]) -> dict[str, np.ndarray]:
+    """The traced hyperparameters of a chunk's lanes (name -> (R,)), the true width included."""
+    lane_fixed = fixed_lanes(plan.spec)
+    names = set(train.default_hparams(p.cfg))
+    hp: dict[str, np.ndarray] = {}
+    for r_i, r in enumerate(padded):
+        vals = {n: v for n, v in lane_values(lane_fixed, r).items() if n in names}
+        vals["width"] = float(r.width)
+        for n, v in vals.items():
+            hp.setdefault(n, np.full(len(padded), np.nan))[r_i] = v
+    return hp
+
+
+def _store_variables(p: Program, records: Mapping[str, Any], runs: list[Run]
+                     ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """A chunk's records (padding lanes dropped) as store variables, in record_names order."""
+    import jax
+    records = jax.tree.map(lambda a: np.asarray(a)[: len(runs)], records)
+    widths = np.array([r.width for r in runs])
+    order = list(train.record_names(p.cfg))
+    records = {k: records[k] for k in sorted(records, key=lambda k: (
+        order.index(k) if k in order else len(order), k))}
+    data, dims = _records_to_arrays(records, widths, p.cfg.n_logs)
+    data["array_width"] = np.full(len(runs), p.cfg.width_array, dtype=np.int64)
+    dims["array_width"] = ()
+    return data, dims
+
+
+def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """Train one chunk's runs (padded to the chunk size) and return the store variables.
+
+    on_step(n): n more run-steps done (padding lanes not counted), from device threads, one call
+    at a time, every :func:`cost.progress_every` logs of each run (or once, at the chunk's end,
+    for short runs); the calls sum to len(chunk.runs) * steps."""
+    import jax
+    import jax.numpy as jnp
+    p = plan.programs[chunk.program]
+    runs = [plan.runs[i] for i in chunk.runs]
+    padded = runs + [runs[-1]] * (chunk.size - len(runs))
+    keys = jnp.stack([train.run_key(r.seed, r.key_coords) for r in padded])
+    hp = _lane_hparams(plan, p, padded)
+    every = cost.progress_every(p.cfg, plan.backend) if on_step is not None else 0
+
+    def report(lanes: np.ndarray, steps: int) -> None:   # filler lanes (index >= runs) are dropped
+        n = int(np.count_nonzero(lanes < len(runs)))
+        if n:
+            on_step(n * steps)
+
+    progress = report if every else None
+    records = train.train_many(p.cfg, keys, hp, progress=progress, progress_every=max(every, 1))
+    records = jax.device_get(records)
+    if on_step is not None and not every and p.cfg.steps:
+        on_step(len(runs) * p.cfg.steps)   # short runs: the whole chunk at once
+    return _store_variables(p, records, runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What a sweep did: runs in the store, runs trained now, diverged runs, wall time, paths."""
+
+    n_runs: int
+    n_trained: int
+    n_skipped: int
+    n_diverged: int
+    wall_s: float
+    out: Path
+    results: Path
+
+
+def prepare(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
+            max_memory: int | None = None, plan: Plan | None = None) -> Plan:
+    """Validate and plan, then create (or reopen, to resume) the store; returns the plan of what
+    remains. Nothing is written when the spec is invalid or the store is refused. ``plan``:
+    ``make_plan(spec, max_memory=max_memory)`` when the caller already made it (validating before
+    taking the store's lock)."""
+    if plan is None:
+        plan = make_plan(spec, max_memory=max_memory)
+    header = store.open_store(out_dir, plan.header(), resume=resume)
+    done = store.done_runs(out_dir)
+    if done or header.get("plan", {}).get("groups") != plan.groups:
+        plan = make_plan(spec, max_memory=max_memory, done=done,
+                         groups=header.get("plan", {}).get("groups"))
+    return plan
+
+
+def _summary(plan: Plan, out_dir: str | os.PathLike, n_trained: int, t0: float) -> Summary:
+    """Consolidate the store and count its runs and diverged runs."""
+    path = store.consolidate(out_dir)
+    ds = store.load_results(out_dir)
+    n_div = 0
+    if "diverged" in ds:
+        n_div = int((ds["diverged"].any("step") & ds["ran"]).sum())
+    return Summary(n_runs=int(ds["ran"].sum()), n_trained=n_trained, n_skipped=plan.n_done,
+                   n_diverged=n_div, wall_s=time.perf_counter() - t0, out=Path(out_dir),
+                   results=path)
+
+
+def execute(plan: Plan, out_dir: str | os.PathLike, *,
+            on_chunk: Callable[[Chunk, float], None] | None = None,
+            on_step: Callable[[int], None] | None = None) -> Summary:
+    """Run a prepared plan's chunks (each written atomically), then consolidate the store.
+
+    on_chunk(chunk, seconds) after each written chunk; on_step(n) as training goes, n run-steps
+    at a time (see :func:`run_chunk`; the calls sum to ``plan.steps_todo``). With on_step the
+    progress variant of each program is compiled (records are bit-identical). The caller holds
+    the store's lock (:func:`rnn_ntk.store.lock_store`), as :func:`run_sweep` does."""
+    t0 = time.perf_counter()
+    n_trained = 0
+    for chunk in plan.chunks:
+        t = time.perf_counter()
+        p = plan.programs[chunk.program]
+        data, dims = run_chunk(plan, chunk, on_step)
+        coords = [plan.runs[i].coords for i in chunk.runs]
+        store.write_chunk(out_dir, chunk.name, coords, data, dims,
+                          np.arange(p.cfg.n_logs) * p.cfg.log_every,
+                          info={"program": p.id, "array_width": p.cfg.width_array,
+                                "seconds": round(time.perf_counter() - t, 3)})
+        n_trained += len(chunk.runs)
+        if on_chunk is not None:
+            on_chunk(chunk, time.perf_counter() - t)
+    return _summary(plan, out_dir, n_trained, t0)
+
+
+def run_sweep(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
+              max_memory: int | None = None,
+              on_chunk: Callable[[Chunk, float], None] | None = None,
+              on_step: Callable[[int], None] | None = None) -> Summary:
+    """:func:`prepare` then :func:`execute`, holding the store's lock throughout (a second
+    writer on ``out_dir`` gets StoreError; nothing is written when the spec is invalid)."""
+    plan = make_plan(spec, max_memory=max_memory)
+    with store.lock_store(out_dir):
+        plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
+        return execute(plan, out_dir, on_chunk=on_chunk, on_step=on_step)
