@@ -675,20 +675,29 @@ def _is_table_array(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(e, dict) for e in v)
 
 
+def _dotted_entries(key: str, v: Any) -> list[str]:
+    """``key = v``, a non-empty table as dotted keys (``key.name = ...``, in its order)."""
+    if isinstance(v, dict) and v:
+        return [e for k, sub in v.items() for e in _dotted_entries(f"{key}.{_toml_key(k)}", sub)]
+    return [f"{key} = {_toml_value(v)}"]
+
+
 def _toml_lines(table: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[str]:
-    """TOML lines of a parsed mapping: its plain entries, then its tables ``[a.b]`` and arrays of
-    tables ``[[a.b]]``, recursively (``tomllib.loads`` of the lines gives ``table`` back)."""
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()
-             if not isinstance(v, dict) and not _is_table_array(v)]
+    """TOML lines of a parsed mapping (``tomllib.loads`` of them gives ``table`` back, in order):
+    top-level tables as ``[name]``, arrays of tables as ``[[a.b]]``, other tables as dotted keys
+    (which keeps the order of a zip table's keys: the axes' order)."""
+    entries: list[str] = []
+    sections: list[str] = []
     for k, v in table.items():
-        sub = path + (k,)
-        head = ".".join(_toml_key(p) for p in sub)
-        if isinstance(v, dict):
-            lines += ["", f"[{head}]"] + _toml_lines(v, sub)
+        head = ".".join(_toml_key(p) for p in path + (k,))
+        if isinstance(v, dict) and not path:
+            sections += ["", f"[{head}]"] + _toml_lines(v, (k,))
         elif _is_table_array(v):
             for e in v:
-                lines += ["", f"[[{head}]]"] + _toml_lines(e, sub)
-    return lines
+                sections += ["", f"[[{head}]]"] + _toml_lines(e, path + (k,))
+        else:
+            entries += _dotted_entries(_toml_key(k), v)
+    return entries + sections
 
 
 def override_spec(spec: Spec, overrides: Mapping[str, Any]) -> Spec:

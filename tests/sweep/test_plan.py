@@ -1,10 +1,8 @@
-"""Sweep specs: parsing, axes and zips, validation, the width-packing planner, chunking, run keys.
-
-Nothing here trains (the end-to-end checks through the CLI are in test_cli.py).
+"""Sweep planning (rnn_ntk.sweep.plan): runs, buckets, the width-packing planner, chunking,
+run keys. Nothing here trains.
 """
 import itertools
 import math
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,32 +10,7 @@ import pytest
 
 from rnn_ntk import sweep, train
 from rnn_ntk.sweep import SpecError
-
-BASE = """
-[model]
-{model}
-[task]
-kind = "random_labels"
-n_train = 6
-n_test = 4
-length = 4
-input_dim = 3
-{task}
-[train]
-steps = 4
-log_every = 2
-{train}
-[sweep]
-{sweep}
-"""
-
-
-def spec_text(model="width = 4", task="", train="", sweep_="seed = 0"):
-    return BASE.format(model=model, task=task, train=train, sweep=sweep_)
-
-
-def parse(**kw):
-    return sweep.parse_spec(spec_text(**kw), "<test>")
+from sweep_helpers import parse, spec_text
 
 
 def test_axes_zip_and_runs():
@@ -79,50 +52,6 @@ def test_axes_zip_and_runs():
             assert len(p.runs) == 2 * 2 * 2 * len(p.widths)
             seen += p.runs
         assert sorted(seen) == list(range(64))
-
-
-def test_shared_dims_and_batch_size_forms():
-    spec = sweep.parse_spec(spec_text(model="width = 4\ninput_dim = 3", task="").replace(
-        "input_dim = 3\n\n[train]", "\n[train]") + "", "<t>")
-    cfg = sweep.build_config(spec, (), 4)
-    assert cfg.model.input_dim == cfg.task.input_dim == 3
-    spec = parse(train='batch_size = ["full", 2]')
-    assert spec.axis("batch_size").values == (None, 2)
-    # an axis mixing kinds of values gets string coordinates (so ds.sel(batch_size="2") works)
-    assert [r.coords[0] for r in sweep.expand_runs(spec)] == ["full", "2"]
-    assert spec.axis("batch_size").coords == ["full", "2"]
-    # zipped axes: coordinates are the unique values (the store is dense over them)
-    z = parse(model="", sweep_="[sweep.zip]\nwidth = [4, 4, 8]\nlr = [0.1, 0.2, 0.1]")
-    assert z.axis("width").coords == [4, 8] and z.axis("lr").coords == [0.1, 0.2]
-    assert [r.coords for r in sweep.expand_runs(z)] == [(4, 0.1, 0), (4, 0.2, 0), (8, 0.1, 0)]
-    # dotted names (bare or quoted) and several zip groups, each one factor of the product
-    z2 = parse(model="", sweep_=('[[sweep.zip]]\nmodel.width = [4, 8]\n"train.lr" = [0.1, 0.2]\n'
-                                 '[[sweep.zip]]\nsigma_w = [1.0, 2.0, 3.0]\nlabel_noise = [0.0, 0.1, 0.2]'))
-    assert z2.zips == (("width", "lr"), ("sigma_w", "label_noise"))
-    runs = sweep.expand_runs(z2)
-    assert len(runs) == 6
-    assert {(r.coords[0], r.coords[1]) for r in runs} == {(4, 0.1), (8, 0.2)}
-    assert {(r.coords[2], r.coords[3]) for r in runs} == {(1.0, 0.0), (2.0, 0.1), (3.0, 0.2)}
-    with pytest.raises(SpecError, match="model.input_dim: set in \\[model\\] and in \\[task\\]"):
-        parse(model="width = 4\ninput_dim = 3")
-
-
-def test_all_problems_reported_at_once():
-    text = spec_text(model='widht = 4\nactivation = "relu"\ntrainable = []',
-                     train='lr = inf\nsteps_ = 3',
-                     sweep_="seed = 0\n[sweep.zip]\nsigma_w = [1.0, 2.0]\nmomentum = [0.5]")
-    with pytest.raises(SpecError) as e:
-        sweep.parse_spec(text, "<t>")
-    probs = e.value.problems
-    expected = ["model.widht: unknown key (did you mean 'width'?)",
-                "model.trainable: must name at least one of ['W', 'U', 'b', 'v']",
-                "train.lr: learning rate must be finite and > 0, got inf",
-                "train.steps_: unknown key (did you mean 'steps'?)",
-                "sweep.zip: zipped axes must have equal lengths (sigma_w has 2, momentum has 1)",
-                "model.width: required"]
-    for msg in expected:
-        assert msg in probs, (msg, probs)
-    assert all("\n" not in p for p in probs)
 
 
 def _partitions(items):
@@ -179,13 +108,13 @@ def test_chunks_fit_the_memory_budget():
     p = big.programs[0]
     assert len(big.chunks) == 1 and big.chunks[0].size == 24
     devices = jax.devices()
-    budget = sweep._chunk_memory(p, 5, devices, big.backend)
-    assert sweep._chunk_memory(p, 6, devices, big.backend) > budget
+    budget = sweep.chunk_memory(p, 5, devices, big.backend)
+    assert sweep.chunk_memory(p, 6, devices, big.backend) > budget
     plan = sweep.make_plan(spec, max_memory=budget)
     sizes = {c.size for c in plan.chunks}
     assert len(sizes) == 1 and sizes.pop() <= 5
     assert all(len(c.runs) <= c.size for c in plan.chunks)
-    assert all(sweep._chunk_memory(p, c.size, devices, plan.backend) <= budget for c in plan.chunks)
+    assert all(sweep.chunk_memory(p, c.size, devices, plan.backend) <= budget for c in plan.chunks)
     covered = [i for c in plan.chunks for i in c.runs]
     assert sorted(covered) == list(range(24))
     assert len({c.name for c in plan.chunks}) == len(plan.chunks)
@@ -234,70 +163,3 @@ def test_demo_spec_is_valid_and_packs():
     assert len(plan.runs) == 4 * 2 * 3
     text = sweep.describe_plan(plan)
     assert "24 runs" in text and "estimated time" in text
-
-
-def test_parse_size():
-    assert sweep.parse_size("512M") == 512 * 2 ** 20
-    assert sweep.parse_size("1.5GiB") == int(1.5 * 2 ** 30)
-    assert sweep.parse_size("2e9") == 2 * 10 ** 9
-    for bad in ("lots", "-1G", "0"):
-        with pytest.raises(ValueError, match="memory size"):
-            sweep.parse_size(bad)
-
-
-def test_example_spec_is_valid():
-    spec = sweep.load_spec(Path(__file__).resolve().parents[1] / "experiments" / "example.toml")
-    assert spec.zips == (("width", "lr"),)
-    plan = sweep.make_plan(spec, max_memory=2 ** 32)
-    # trainable x eps_x x zip(width, lr) x 4 seeds
-    assert len(plan.runs) == 2 * 2 * 3 * 4
-    assert {(r.coords[2], r.coords[3]) for r in plan.runs} == {(64, 0.4), (128, 0.2), (256, 0.1)}
-
-
-def test_override_spec_replaces_one_line_entries_and_revalidates():
-    base = parse(model="width = [4, 8]", train="lr = 0.5   # a comment\nproj_radius = 3.0",
-                 sweep_="seeds = 2\npack_widths = \"auto\"")
-    sp = sweep.override_spec(base, {"model.width": [4, 8, 16], "train.lr": 0.25,
-                                    "task.n_train": 8, "sweep.seeds": 3,
-                                    "sweep.pack_widths": True, "train.proj_radius": math.inf})
-    assert sp.axis("width").values == (4, 8, 16)
-    assert sp.fixed["train"]["lr"] == 0.25 and sp.fixed["train"]["proj_radius"] == math.inf
-    assert sp.fixed["task"]["n_train"] == 8 and sp.axis("seed").values == (0, 1, 2)
-    assert sp.pack_widths is True
-    # everything not overridden is as before, and the base spec is untouched
-    for s in ("model", "task", "train"):
-        for k, v in base.resolved[s].items():
-            if k not in ("width", "lr", "n_train", "proj_radius"):
-                assert sp.resolved[s][k] == v, k
-    assert base.axis("width").values == (4, 8) and base.fixed["train"]["lr"] == 0.5
-    # a key that is not a one-line entry of its table, a bad key, a multi-line entry, a bad value
-    with pytest.raises(SpecError, match="'train.momentum'"):
-        sweep.override_spec(base, {"train.momentum": 0.5})
-    with pytest.raises(SpecError, match="'width'"):
-        sweep.override_spec(base, {"width": [4]})
-    multi = parse(model="width = [\n  4,\n  8]")
-    with pytest.raises(SpecError, match="one line|several lines"):
-        sweep.override_spec(multi, {"model.width": [16]})
-    with pytest.raises(SpecError, match="model.width"):
-        sweep.override_spec(base, {"model.width": [0, 4]})
-
-
-@pytest.mark.parametrize("steps,log_every,width", [(200, 20, 32), (300, 10, 128), (4, 2, 4), (0, 1, 4),
-                                                   (1000, 10, 128), (20000, 10, 256),
-                                                   (3000, 10, 1024), (100000, 100, 256),
-                                                   (10 ** 7, 1, 1024)])
-def test_progress_every_spaces_reports_by_estimated_work(steps, log_every, width):
-    cfg = sweep.build_config(parse(model=f"width = {width}"), (), width).replace(
-        steps=steps, log_every=log_every)
-    n = steps // log_every
-    k = sweep.progress_every(cfg, "cpu")
-    run_s, gap = sweep.run_seconds(cfg, "cpu"), sweep.PROGRESS_INTERVAL_S
-    assert isinstance(k, int)
-    if run_s < sweep.PROGRESS_MIN_RUN_S:        # too short for a report: the chunk's end reports
-        assert k == 0
-        return
-    assert 1 <= k <= max(n, 1)
-    spacing = run_s * k / n                      # estimated work between two reports
-    assert k == n or spacing >= gap              # never closer than the interval (unless once per run)
-    assert k == 1 or run_s * (k - 1) / n < 2 * gap   # and not much rarer than asked
-    assert (k == n) == (run_s < 2 * gap) or k == n == 1
