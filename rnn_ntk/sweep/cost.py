@@ -77,12 +77,13 @@ def progress_every(cfg: TrainConfig, backend: str) -> int:
 
 
 def output_bytes(cfg: TrainConfig) -> int:
-    """Bytes of one run's records (and final parameters when saved)."""
+    """Bytes of one run's records, 8 an entry: the per-log records and, when saved, the initial
+    and final parameters (and the linearised model's final ones) at the array width."""
     from rnn_ntk.train import record_names   # at call time: train imports this module
     n = len(record_names(cfg)) * cfg.n_logs
     if cfg.save_params:
         M, t = cfg.width_array, cfg.task
-        n += (M * M + M * (t.input_dim + 1 + t.output_dim)) * (2 if cfg.linearized else 1)
+        n += (M * M + M * (t.input_dim + 1 + t.output_dim)) * (3 if cfg.linearized else 2)
     return n * 8
 
 
