@@ -286,7 +286,7 @@ class _Bucket:
     key: str
     static: tuple
     runs: list[int]
-    cfgs: dict[int, TrainConfig]
+    cfgs: dict[int, TrainConfig | None]    # None: invalid (noted; make_plan raises)
 
 
 def _bucket_key(run: Run) -> str:
