@@ -1,4 +1,4 @@
-"""The compiled training engine: one run is one pure function, many runs are lanes of one program.
+"""The training program: one run is one pure function of (key, hparams) for a static TrainConfig.
 
     train = make_train(cfg)                 # cfg: TrainConfig (static structure)
     records = train(key, hparams)           # hparams: dict of traced scalars (never recompiles)
@@ -46,8 +46,8 @@ reports of :mod:`rnn_ntk.progress`); the default program has none.
 
 Many runs as lanes of one program, over devices (``train_many``, ``Layout``, ``choose_layout``,
 ``run_key(s)``, ``release_compiled``) live in :mod:`rnn_ntk.lanes`; step progress
-(``progress_listener``, ``progress_hook``) in :mod:`rnn_ntk.progress`. Both names stay importable
-from here (``rnn_ntk.train.train_many`` ...) through a lazy module ``__getattr__``.
+(``progress_listener``, ``progress_hook``) in :mod:`rnn_ntk.progress`. Their old names stay
+importable from here (``rnn_ntk.train.train_many`` ...) through a lazy module ``__getattr__``.
 """
 from __future__ import annotations
 
@@ -418,7 +418,7 @@ class RunState(NamedTuple):
     perm: Array | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class RunContext:
     """The constants of one run inside the program (built by :func:`run_context` from the key and
     hparams; closed over by the step and the evaluation, never passed through a transformation).
