@@ -1,8 +1,8 @@
-"""The compiled training engine: one run is one pure function, many runs are lanes of one program.
+"""The training program: one run is one pure function of (key, hparams) for a static TrainConfig.
 
     train = make_train(cfg)                 # cfg: TrainConfig (static structure)
     records = train(key, hparams)           # hparams: dict of traced scalars (never recompiles)
-    records = train_many(cfg, keys_R, hparams_R)   # R runs of one bucket, leading run axis R
+    records = rnn_ntk.lanes.train_many(cfg, keys_R, hparams_R)   # R runs, leading run axis R
 
 A run (``make_train``):
   1. ``params0 = init_params(fold_in(key, 0))`` ('gaussian'; or 'symmetric', see
@@ -35,46 +35,32 @@ parameters (so they repeat, and train_loss is typically inf or NaN); they are ne
 The linearised model, when trained, is frozen independently (``lin_diverged``). Runs are
 independent: a diverged lane never touches another lane.
 
-Lane layout (``train_many``): a :class:`Layout` is (number of devices, per-device strategy). The
-run axis is padded to a multiple of the device count and sharded over a 1-D mesh ('runs') with
-``shard_map``; on each device the runs go through ``lax.map`` with ``batch_size`` b (b = 1: one run
-at a time, each run a plain single-run program; b > 1: b runs vmapped per iteration) or a full
-``vmap``. The default (:func:`choose_layout`) was chosen by measurement (benchmarks/
-train_throughput.py): on CPU a program on one host device runs its small matmuls on about one
-core and vmapped (batched) small matmuls are no faster per core than a loop, so all host devices
-(jax_num_cpu_devices, set by the caller) each run their share with ``lax.map`` (b = 1); on
-GPU/TPU wide ``vmap`` is the point, capped by memory.
+The program (``make_train``) is a ``lax.scan`` over logs of top-level pure functions: the state
+carried from step to step is a named :class:`RunState` (``net`` and ``lin``, each a
+:class:`ModelState` (theta, optimiser state, diverged), and the epoch order ``perm``); the run's
+constants (initial parameters, data, optimiser, reference pattern and kernel) are a
+:class:`RunContext` built once per run by :func:`run_context`; :func:`train_step` is one
+optimiser step, :func:`run_log_steps` the steps of one log and :func:`evaluate` a log's records.
+``make_train(cfg, on_log=hook)`` traces a generic per-log hook into the program (the progress
+reports of :mod:`rnn_ntk.progress`); the default program has none.
 
-Progress (``train_many(..., progress=fn, progress_every=k)``, ``make_train(cfg, progress=k)``):
-a separately compiled variant of the program in which every k-th log (and the last) ends with an
-unordered host callback (``jax.debug.callback``) saying "runs L did these steps"; the default
-program has no callback (no cost, and it is never rebuilt). The callback is a ``custom_vmap``,
-so a vmapped batch of b runs reports once with its b lane tags (debug callbacks are otherwise
-unrolled into b calls); under lax.map (b = 1) and shard_map each run reports by itself, from its
-device's thread. Its one operand is an int32 pair (2 lane + diverged, log index): each operand
-costs the host a device_put, and the divergence flag orders the call after the log's steps. The
-compiled callback is a module-level dispatcher that forwards to the listener installed by
-:func:`progress_listener` (one at a time, serialised by a lock), so one compiled program serves
-every call. A report costs the host from tens of microseconds (idle cores) to about a
-millisecond (a loaded machine), so k should leave much more work than that between reports
-(``rnn_ntk.sweep.progress_every`` picks k from the sweep's cost model).
-Records are bit-identical with and without progress.
+Many runs as lanes of one program, over devices (``train_many``, ``Layout``, ``choose_layout``,
+``run_key(s)``, ``release_compiled``) live in :mod:`rnn_ntk.lanes`; step progress
+(``progress_listener``, ``progress_hook``) in :mod:`rnn_ntk.progress`. Their old names stay
+importable from here (``rnn_ntk.train.train_many`` ...) through a lazy module ``__getattr__``.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import gc
+import importlib
 import math
-import threading
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnn_ntk import tasks
 from rnn_ntk.linearize import linearize
@@ -83,6 +69,13 @@ from rnn_ntk.model import (GROUPS, ConfigError, Params, RNNConfig, Scales, forwa
 from rnn_ntk.sweep.cost import run_bytes
 
 Array = jax.Array
+
+__all__ = ["ADAM_B2", "DEFAULT_LR", "DEFAULT_MOMENTUM", "DTYPES", "INITS", "LOSSES",
+           "MODEL_HPARAMS", "OPTIMIZERS", "LogHook", "ModelState", "RunContext", "RunSetup",
+           "RunState", "TrainConfig", "batch_indices", "batch_slice", "default_hparams",
+           "epoch_permutation", "evaluate", "hparam_scales", "initial_state", "loss_value",
+           "make_train", "model_step", "predict", "project", "record_names", "run_bytes",
+           "run_context", "run_log_steps", "setup_run", "symmetric_params", "train_step"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LOSSES = ("mean", "sum_from_2")
@@ -405,484 +398,312 @@ def project(cfg: TrainConfig, theta: Params, theta0: Params, radius: Array) -> P
 
 
 # ----------------------------------------------------------------------------------------------
-# Progress reports (host callbacks of the progress variant of the program)
+# The run: its state, constants, step and evaluation
 
-_progress_lock = threading.Lock()
-_progress_fn: Callable[[np.ndarray, int], None] | None = None
+class ModelState(NamedTuple):
+    """One trained model of a run: ``theta`` (the trainable groups, array width), the optimiser
+    state, and ``diverged`` (bool scalar; once True, theta and the optimiser state are frozen)."""
 
-
-def _dispatch_progress(log_every: int, every: int, codes: Any) -> None:
-    """Host side of a progress report (called from device threads). codes (..., 2) int32: per
-    reporting run (2 lane + diverged, log index k); the report at log k covers the logs since
-    the previous report, (k - every * floor((k - 1) / every)) * log_every steps. Forwards
-    (lane tags, steps) to the installed listener under the lock (listeners need not be
-    thread-safe)."""
-    codes = np.asarray(codes).reshape(-1, 2)
-    k = int(codes[0, 1])
-    steps = (k - every * ((k - 1) // every)) * log_every
-    with _progress_lock:
-        if _progress_fn is not None:
-            _progress_fn(codes[:, 0] >> 1, steps)
+    theta: Params
+    opt_state: Any
+    diverged: Array
 
 
-@functools.lru_cache(maxsize=None)
-def _progress_reporter(log_every: int, every: int) -> Callable[[Array], Array]:
-    """report(codes) -> codes: one unordered host callback (see the module docstring); under
-    vmap one callback for the whole batch (custom_vmap rule)."""
-    host = functools.partial(_dispatch_progress, log_every, every)
+class RunState(NamedTuple):
+    """What a run carries from step to step: the network (``net``), its linearisation (``lin``,
+    None unless cfg.linearized), and the current epoch's example order (``perm``,
+    (ceil(n/b) b,) int32, :func:`epoch_permutation`; None for full-batch GD)."""
 
-    @jax.custom_batching.custom_vmap
-    def report(codes: Array) -> Array:
-        jax.debug.callback(host, codes, ordered=False)
-        return codes
-
-    @report.def_vmap
-    def report_vmap(axis_size: int, in_batched: list, codes: Array) -> tuple[Array, Any]:
-        if not in_batched[0]:
-            codes = jnp.broadcast_to(codes, (axis_size,) + jnp.shape(codes))
-        jax.debug.callback(host, codes, ordered=False)
-        return codes, True
-
-    return report
+    net: ModelState
+    lin: ModelState | None = None
+    perm: Array | None = None
 
 
-@contextlib.contextmanager
-def progress_listener(fn: Callable[[np.ndarray, int], None]):
-    """Install ``fn(lanes, steps)`` as the receiver of progress reports while the block runs:
-    each call says that the runs tagged ``lanes`` (int array) each did ``steps`` more steps.
-    Calls come from device threads, one at a time (under a lock). One listener at a time per
-    process; on exit, waits for reports still in flight (jax.effects_barrier)."""
-    global _progress_fn
-    with _progress_lock:
-        if _progress_fn is not None:
-            raise RuntimeError("a progress listener is already installed (one progress-reporting "
-                               "training call at a time per process)")
-        _progress_fn = fn
-    try:
-        yield
-    finally:
-        jax.effects_barrier()
-        with _progress_lock:
-            _progress_fn = None
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunContext:
+    """The constants of one run inside the program (built by :func:`run_context` from the key and
+    hparams; closed over by the step and the evaluation, never passed through a transformation).
 
-
-def make_train(cfg: TrainConfig, *, progress: int = 0) -> Callable[..., dict[str, Array]]:
-    """``train(key, hparams) -> records``: one run, pure and jittable (jit it, or use train_many).
-
-    progress: 0 (default): no callback. k >= 1: the variant that reports to the listener of
-    :func:`progress_listener` after every k-th log and the last, with the steps since the
-    previous report (they sum to cfg.steps), tagged with ``train(key, hparams, lane)``'s int
-    ``lane`` (default 0; ignored without progress).
-
-    hparams: dict of scalars (a subset of :func:`default_hparams`; missing ones take their
-    defaults, as constants of the trace, so a jitted train compiles once per set of names: pass
-    complete dicts, ``default_hparams(cfg) | overrides``, to compile once per cfg). Returns a dict of arrays with leading axis
-    cfg.n_logs (:func:`record_names`), plus 'init_params', 'final_params' (and
-    'lin_final_params'), each {'W', 'U', 'b', 'v'} at the array width, when cfg.save_params.
+    params0: initial parameters {'W','U','b','v'} (array width M); theta0 / frozen: its trainable
+    and frozen groups.  data: tasks.Data.  scales: Scales.  shuffle_key: minibatch order key.
+    opt: the optax optimiser.  radius: projection radius proj_radius / sqrt(width).  f_lin: the
+    linearised model (None unless cfg.linearized).  pattern0: (n, T, M) initial activation
+    pattern on the training set; n_pattern: entries of it at the true width.  y_train_norm /
+    y_test_norm: ||y|| of each set.  x_probe (n_probe, T, d), K0, K0_norm: the probe inputs and
+    their initial empirical NTK (None unless cfg.kernel_stride).
     """
-    _check_int("progress", progress, 0)
+
+    cfg: TrainConfig
+    params0: Params
+    theta0: Params
+    frozen: Params
+    data: Any  # tasks.Data
+    scales: Scales
+    shuffle_key: Array
+    opt: optax.GradientTransformation
+    radius: Array
+    f_lin: Callable[..., Array] | None
+    pattern0: Array
+    n_pattern: Array
+    y_train_norm: Array
+    y_test_norm: Array
+    x_probe: Array | None = None
+    K0: Array | None = None
+    K0_norm: Array | None = None
+
+
+def _probe_ntk(cfg: TrainConfig, params: Params, x_probe: Array, scales: Scales) -> Array:
+    from rnn_ntk.kernels.empirical import empirical_ntk   # only programs with kernel_stride
+    return empirical_ntk(cfg.model, params, x_probe, method="structured", scales=scales)
+
+
+def _norm(a: Array) -> Array:
+    return jnp.sqrt(jnp.sum(jnp.square(a)))
+
+
+def run_context(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunContext:
+    """The constants of the run (key, hparams), traced inside the program.
+
+    Args:
+      cfg: the run's TrainConfig.
+      key: the run's key (see :func:`setup_run` for what is drawn from it).
+      hparams: scalars, a subset of :func:`default_hparams` (defaults fill in).
+
+    Returns:
+      The :class:`RunContext`.
+    """
+    hp = _complete_hparams(cfg, hparams)
+    params0, data, scales, shuffle_key = _setup(cfg, key, hp)
+    trainable = cfg.model.trainable
+    opt = _make_optimizer(cfg, hp)
+    radius = hp["proj_radius"] / jnp.sqrt(hp["width"])
+    f_lin = linearize(cfg.model, params0, scales=scales) if cfg.linearized else None
+    n, T = data.x_train.shape[0], data.x_train.shape[1]
+    pattern0 = forward(cfg.model, params0, data.x_train, scales=scales)[1] > 0
+    n_pattern = jnp.asarray(n * T, cfg.jnp_dtype) * hp["width"]
+    y_train_norm, y_test_norm = _norm(data.y_train), _norm(data.y_test)
+    probe = {}
+    if cfg.kernel_stride:
+        x_probe = data.x_test[:cfg.n_probe]
+        K0 = _probe_ntk(cfg, params0, x_probe, scales)
+        probe = {"x_probe": x_probe, "K0": K0, "K0_norm": _norm(K0)}
+    return RunContext(
+        cfg=cfg, params0=params0, theta0={g: params0[g] for g in trainable},
+        frozen={g: a for g, a in params0.items() if g not in trainable}, data=data,
+        scales=scales, shuffle_key=shuffle_key, opt=opt, radius=radius, f_lin=f_lin,
+        pattern0=pattern0, n_pattern=n_pattern, y_train_norm=y_train_norm,
+        y_test_norm=y_test_norm, **probe)
+
+
+def predict(ctx: RunContext, theta: Params, x_NTD: Array, linear: bool = False
+            ) -> tuple[Array, Array | None]:
+    """(predictions, pre-activations g (n, T, M) or None for the linearised model) of the run's
+    network (``linear`` False) or its linearisation at trainable groups ``theta``."""
+    p = {**ctx.frozen, **theta}
+    if linear:
+        return ctx.f_lin(p, x_NTD), None
+    h, g = forward(ctx.cfg.model, p, x_NTD, scales=ctx.scales)
+    return readout(ctx.cfg.model, p, h, scales=ctx.scales), g
+
+
+def model_step(ctx: RunContext, state: ModelState, batch: tuple, linear: bool = False
+               ) -> ModelState:
+    """One optimiser step of the network (or its linearisation) on ``batch`` = (x (b, T, d),
+    y, weights (b,) or None), projected when cfg.projection; frozen where it diverges."""
+    cfg = ctx.cfg
+
+    def batch_loss(theta, x, y, w):
+        return loss_value(cfg, predict(ctx, theta, x, linear)[0], y, w)
+
+    theta, ost, div = state
+    loss, grads = jax.value_and_grad(batch_loss)(theta, *batch)
+    upd, ost_new = ctx.opt.update(grads, ost, theta)
+    theta_new = optax.apply_updates(theta, upd)
+    if cfg.projection:
+        theta_new = project(cfg, theta_new, ctx.theta0, ctx.radius)
+    div_new = div | ~(jnp.isfinite(loss) & _all_finite(theta_new))
+    return ModelState(_tree_where(div_new, theta, theta_new), _tree_where(div_new, ost, ost_new),
+                      div_new)
+
+
+def train_step(ctx: RunContext, state: RunState, i: Array) -> RunState:
+    """Optimiser step ``i`` (0-based) of the run: its minibatch, then the network's step and
+    (cfg.linearized) the linearised model's on the same batch."""
+    cfg, d = ctx.cfg, ctx.data
+    perm = state.perm
+    if cfg.batch_size is not None:
+        # a new permutation at each epoch's first step only: the predicate depends on the step
+        # alone, so the cond stays a branch under vmap (one O(n log n) draw per epoch, not per step)
+        nb = -(-cfg.task.n_train // cfg.batch_size)
+        perm = jax.lax.cond(i % nb == 0, lambda: epoch_permutation(cfg, ctx.shuffle_key, i // nb),
+                            lambda: state.perm)
+        idx, w = batch_slice(cfg, perm, i)
+        batch = (d.x_train[idx], d.y_train[idx], w)
+    else:
+        batch = (d.x_train, d.y_train, None)
+    net = model_step(ctx, state.net, batch)
+    lin = model_step(ctx, state.lin, batch, linear=True) if cfg.linearized else None
+    return RunState(net, lin, perm)
+
+
+def run_log_steps(ctx: RunContext, state: RunState, k: Array) -> RunState:
+    """The log_every steps of log ``k`` >= 1 (steps (k - 1) log_every ... k log_every - 1)."""
+    steps = (k - 1) * ctx.cfg.log_every + jnp.arange(ctx.cfg.log_every)
+    return jax.lax.scan(lambda s, i: (train_step(ctx, s, i), None), state, steps)[0]
+
+
+def initial_state(ctx: RunContext) -> RunState:
+    """The state at step 0 (perm is a placeholder: step 0 draws epoch 0's order)."""
+    cfg = ctx.cfg
+    no_div = jnp.asarray(False)
+    net = ModelState(ctx.theta0, ctx.opt.init(ctx.theta0), no_div)
+    lin = ModelState(ctx.theta0, ctx.opt.init(ctx.theta0), no_div) if cfg.linearized else None
+    perm = None
+    if cfg.batch_size is not None:
+        perm = jnp.zeros((-(-cfg.task.n_train // cfg.batch_size) * cfg.batch_size,), jnp.int32)
+    return RunState(net, lin, perm)
+
+
+def _dtheta(ctx: RunContext, theta: Params, prefix: str) -> dict[str, Array]:
+    out = {}
+    for g in GROUPS:
+        if g in theta:
+            out[f"{prefix}dtheta_{g}"] = _norm(theta[g] - ctx.params0[g])
+        else:
+            out[f"{prefix}dtheta_{g}"] = jnp.zeros((), ctx.cfg.jnp_dtype)
+    return out
+
+
+def _net_records(ctx: RunContext, net: ModelState) -> tuple[dict[str, Array], Array, Array]:
+    """The network's records and its predictions on the training and test sets."""
+    cfg, d = ctx.cfg, ctx.data
+    theta = net.theta
+
+    def full_loss(th):
+        pred, g = predict(ctx, th, d.x_train)
+        return loss_value(cfg, pred, d.y_train), (pred, g)
+
+    (tr_loss, (pred_tr, g_tr)), grads = jax.value_and_grad(full_loss, has_aux=True)(theta)
+    pred_te = predict(ctx, theta, d.x_test)[0]
+    rec = {"train_loss": tr_loss, "test_loss": loss_value(cfg, pred_te, d.y_test),
+           **_dtheta(ctx, theta, ""), "grad_norm": jnp.sqrt(_sqnorm(grads)),
+           "sign_flip": jnp.sum(ctx.pattern0 != (g_tr > 0)).astype(cfg.jnp_dtype) / ctx.n_pattern,
+           "diverged": net.diverged}
+    return rec, pred_tr, pred_te
+
+
+def _lin_records(ctx: RunContext, lin: ModelState, pred_tr: Array, pred_te: Array
+                 ) -> dict[str, Array]:
+    """The linearised model's records and its gaps to the network's predictions."""
+    cfg, d = ctx.cfg, ctx.data
+    lpred_tr = predict(ctx, lin.theta, d.x_train, linear=True)[0]
+    lpred_te = predict(ctx, lin.theta, d.x_test, linear=True)[0]
+    gap_tr = _norm(pred_tr - lpred_tr)
+    gap_te = _norm(pred_te - lpred_te)
+    return {"lin_train_loss": loss_value(cfg, lpred_tr, d.y_train),
+            "lin_test_loss": loss_value(cfg, lpred_te, d.y_test),
+            "gap_train": gap_tr, "gap_train_rel": gap_tr / ctx.y_train_norm,
+            "gap_probe": gap_te, "gap_probe_rel": gap_te / ctx.y_test_norm,
+            **_dtheta(ctx, lin.theta, "lin_"), "lin_diverged": lin.diverged}
+
+
+def _ntk_change(ctx: RunContext, theta: Params, k: Array) -> Array:
+    """||K_t - K_0||_F / ||K_0||_F on the probe inputs at logs on the stride, NaN elsewhere."""
+    dtype = ctx.cfg.jnp_dtype
+
+    def kernel_change(th):
+        K = _probe_ntk(ctx.cfg, {**ctx.frozen, **th}, ctx.x_probe, ctx.scales)
+        return (_norm(K - ctx.K0) / ctx.K0_norm).astype(dtype)
+
+    return jax.lax.cond(k % ctx.cfg.kernel_stride == 0, kernel_change,
+                        lambda th: jnp.full((), jnp.nan, dtype), theta)
+
+
+def evaluate(ctx: RunContext, state: RunState, k: Array) -> dict[str, Array]:
+    """The records of log ``k`` (:func:`record_names`), scalars, from the run's state."""
+    rec, pred_tr, pred_te = _net_records(ctx, state.net)
+    if ctx.cfg.linearized:
+        rec.update(_lin_records(ctx, state.lin, pred_tr, pred_te))
+    if ctx.cfg.kernel_stride:
+        rec["ntk_change"] = _ntk_change(ctx, state.net.theta, k)
+    return rec
+
+
+def _saved_params(ctx: RunContext, state: RunState) -> dict[str, Params]:
+    out = {"init_params": ctx.params0, "final_params": {**ctx.frozen, **state.net.theta}}
+    if ctx.cfg.linearized:
+        out["lin_final_params"] = {**ctx.frozen, **state.lin.theta}
+    return out
+
+
+#: ``on_log(k, state, tag)``: called inside the program after the steps of log k >= 1.
+LogHook = Callable[[Array, RunState, Any], None]
+
+
+def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None
+               ) -> Callable[..., dict[str, Array]]:
+    """One run as a pure, jittable function (jit it, or use :func:`rnn_ntk.lanes.train_many`).
+
+    Args:
+      cfg: the run's static structure.
+      on_log: None (the default program), or a hook ``on_log(k, state, tag)`` traced into the
+        program after the steps of every log k >= 1 (k an int scalar, state the
+        :class:`RunState`, tag the ``tag`` argument of train). It is called for its effects
+        only (e.g. a host callback; :func:`rnn_ntk.progress.progress_hook`); what it returns is
+        ignored, and it must not change the records.
+
+    Returns:
+      ``train(key, hparams, tag=0) -> records``. hparams: dict of scalars (a subset of
+      :func:`default_hparams`; missing ones take their defaults, as constants of the trace, so a
+      jitted train compiles once per set of names: pass complete dicts, ``default_hparams(cfg) |
+      overrides``, to compile once per cfg). tag: any value the hook reads (e.g. the run's lane
+      index); unused without a hook. records: a dict of arrays with leading axis cfg.n_logs
+      (:func:`record_names`), plus 'init_params', 'final_params' (and 'lin_final_params'), each
+      {'W', 'U', 'b', 'v'} at the array width, when cfg.save_params.
+    """
+    if on_log is not None and not callable(on_log):
+        raise TypeError(f"on_log must be a callable or None, got {on_log!r}")
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
                           "True))")
-    mcfg = cfg.model
-    trainable = mcfg.trainable
-    n_chunks = cfg.steps // cfg.log_every
-    minibatch = cfg.batch_size is not None
-    if cfg.kernel_stride:
-        from rnn_ntk.kernels.empirical import empirical_ntk
-    else:
-        empirical_ntk = None
 
-    def train(key: Array, hparams: dict[str, Any], lane: Any = 0) -> dict[str, Array]:
-        hp = _complete_hparams(cfg, hparams)
-        params0, data, scales, shuffle_key = _setup(cfg, key, hp)
-        x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
-        n, T = x_tr.shape[0], x_tr.shape[1]
-        dtype = cfg.jnp_dtype
-        frozen = {g: a for g, a in params0.items() if g not in trainable}
-        theta0 = {g: params0[g] for g in trainable}
-        opt = _make_optimizer(cfg, hp)
-        radius = hp["proj_radius"] / jnp.sqrt(hp["width"])
+    def train(key: Array, hparams: dict[str, Any], tag: Any = 0) -> dict[str, Array]:
+        ctx = run_context(cfg, key, hparams)
 
-        def net_pred(theta, x):
-            p = {**frozen, **theta}
-            h, g = forward(mcfg, p, x, scales=scales)
-            return readout(mcfg, p, h, scales=scales), g
+        def advance(state, k):
+            state = run_log_steps(ctx, state, k)
+            if on_log is not None:
+                on_log(k, state, tag)
+            return state
 
-        if cfg.linearized:
-            f_lin = linearize(mcfg, params0, scales=scales)
-
-            def lin_pred(theta, x):
-                return f_lin({**frozen, **theta}, x), None
-
-        def make_step(pred_fn):
-            def batch_loss(theta, x, y, w):
-                return loss_value(cfg, pred_fn(theta, x)[0], y, w)
-
-            def step(state, batch):
-                theta, ost, div = state
-                loss, grads = jax.value_and_grad(batch_loss)(theta, *batch)
-                upd, ost_new = opt.update(grads, ost, theta)
-                theta_new = optax.apply_updates(theta, upd)
-                if cfg.projection:
-                    theta_new = project(cfg, theta_new, theta0, radius)
-                div_new = div | ~(jnp.isfinite(loss) & _all_finite(theta_new))
-                return (_tree_where(div_new, theta, theta_new), _tree_where(div_new, ost, ost_new),
-                        div_new)
-            return step
-
-        net_step = make_step(net_pred)
-        lin_step = make_step(lin_pred) if cfg.linearized else None
-
-        def one_step(carry, i):
-            out = {}
-            if minibatch:
-                # a new permutation at each epoch's first step only: the predicate depends on the
-                # step alone, so the cond stays a branch under vmap (one O(n log n) draw per epoch,
-                # not per step)
-                nb = -(-cfg.task.n_train // cfg.batch_size)
-                out["perm"] = jax.lax.cond(
-                    i % nb == 0, lambda: epoch_permutation(cfg, shuffle_key, i // nb),
-                    lambda: carry["perm"])
-                idx, w = batch_slice(cfg, out["perm"], i)
-                batch = (x_tr[idx], y_tr[idx], w)
-            else:
-                batch = (x_tr, y_tr, None)
-            out["net"] = net_step(carry["net"], batch)
-            if cfg.linearized:
-                out["lin"] = lin_step(carry["lin"], batch)
-            return out, None
-
-        pattern0 = forward(mcfg, params0, x_tr, scales=scales)[1] > 0
-        n_pattern = jnp.asarray(n * T, dtype) * hp["width"]
-        y_tr_norm = jnp.sqrt(jnp.sum(jnp.square(y_tr)))
-        y_te_norm = jnp.sqrt(jnp.sum(jnp.square(y_te)))
-        if cfg.kernel_stride:
-            x_probe = x_te[:cfg.n_probe]
-            K0 = empirical_ntk(mcfg, params0, x_probe, method="structured", scales=scales)
-            K0_norm = jnp.sqrt(jnp.sum(jnp.square(K0)))
-
-        def dtheta(theta, prefix):
-            out = {}
-            for g in GROUPS:
-                if g in theta:
-                    out[f"{prefix}dtheta_{g}"] = jnp.sqrt(jnp.sum(jnp.square(theta[g] - params0[g])))
-                else:
-                    out[f"{prefix}dtheta_{g}"] = jnp.zeros((), dtype)
-            return out
-
-        def evaluate(carry, k):
-            theta, _, div = carry["net"]
-
-            def full_loss(th):
-                pred, g = net_pred(th, x_tr)
-                return loss_value(cfg, pred, y_tr), (pred, g)
-
-            (tr_loss, (pred_tr, g_tr)), grads = jax.value_and_grad(full_loss, has_aux=True)(theta)
-            pred_te = net_pred(theta, x_te)[0]
-            rec = {"train_loss": tr_loss, "test_loss": loss_value(cfg, pred_te, y_te),
-                   **dtheta(theta, ""), "grad_norm": jnp.sqrt(_sqnorm(grads)),
-                   "sign_flip": jnp.sum(pattern0 != (g_tr > 0)).astype(dtype) / n_pattern,
-                   "diverged": div}
-            if cfg.linearized:
-                ltheta, _, ldiv = carry["lin"]
-                lpred_tr = lin_pred(ltheta, x_tr)[0]
-                lpred_te = lin_pred(ltheta, x_te)[0]
-                gap_tr = jnp.sqrt(jnp.sum(jnp.square(pred_tr - lpred_tr)))
-                gap_te = jnp.sqrt(jnp.sum(jnp.square(pred_te - lpred_te)))
-                rec.update({"lin_train_loss": loss_value(cfg, lpred_tr, y_tr),
-                            "lin_test_loss": loss_value(cfg, lpred_te, y_te),
-                            "gap_train": gap_tr, "gap_train_rel": gap_tr / y_tr_norm,
-                            "gap_probe": gap_te, "gap_probe_rel": gap_te / y_te_norm,
-                            **dtheta(ltheta, "lin_"), "lin_diverged": ldiv})
-            if cfg.kernel_stride:
-                def kernel_change(th):
-                    K = empirical_ntk(mcfg, {**frozen, **th}, x_probe, method="structured",
-                                      scales=scales)
-                    return (jnp.sqrt(jnp.sum(jnp.square(K - K0))) / K0_norm).astype(dtype)
-
-                rec["ntk_change"] = jax.lax.cond(k % cfg.kernel_stride == 0, kernel_change,
-                                                 lambda th: jnp.full((), jnp.nan, dtype), theta)
-            return rec
-
-        def run_chunk(carry, k):
-            steps = (k - 1) * cfg.log_every + jnp.arange(cfg.log_every)
-            carry = jax.lax.scan(one_step, carry, steps)[0]
-            if progress:  # reads the divergence flag: runs after this log's steps
-                codes = jnp.stack([2 * jnp.asarray(lane, jnp.int32)
-                                   + carry["net"][2].astype(jnp.int32), k.astype(jnp.int32)])
-                report = _progress_reporter(cfg.log_every, progress)
-                if progress == 1:
-                    report(codes)
-                else:
-                    jax.lax.cond((k % progress == 0) | (k == n_chunks), report, lambda c: c,
-                                 codes)
-            return carry
-
-        def log(carry, k):
+        def log(state, k):
             # log 0 evaluates the initialisation; log k > 0 first runs its log_every steps. One
             # body for both keeps the program (and its compile time) at one copy of evaluate.
-            carry = jax.lax.cond(k > 0, run_chunk, lambda c, _: c, carry, k)
-            return carry, evaluate(carry, k)
+            state = jax.lax.cond(k > 0, advance, lambda s, _: s, state, k)
+            return state, evaluate(ctx, state, k)
 
-        no_div = jnp.asarray(False)
-        carry = {"net": (theta0, opt.init(theta0), no_div)}
-        if cfg.linearized:
-            carry["lin"] = (theta0, opt.init(theta0), no_div)
-        if minibatch:   # replaced at step 0 (an epoch's first step)
-            carry["perm"] = jnp.zeros((-(-n // cfg.batch_size) * cfg.batch_size,), jnp.int32)
-        carry, out = jax.lax.scan(log, carry, jnp.arange(n_chunks + 1))
+        state, out = jax.lax.scan(log, initial_state(ctx), jnp.arange(cfg.n_logs))
         if cfg.save_params:
-            out["init_params"] = params0
-            out["final_params"] = {**frozen, **carry["net"][0]}
-            if cfg.linearized:
-                out["lin_final_params"] = {**frozen, **carry["lin"][0]}
+            out.update(_saved_params(ctx, state))
         return out
 
     return train
 
 
 # ----------------------------------------------------------------------------------------------
-# Run keys
+# Names that moved: rnn_ntk.train.X keeps working (PEP 562), without importing lanes/progress at
+# import time (they import this module).
 
-def _check_coord(c: Any) -> int:
-    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < 2 ** 32:
-        raise ValueError(f"run_key: coordinates must be ints in [0, 2**32), got {c!r}")
-    return int(c)
-
-
-def run_key(base_seed: int, coords: tuple[int, ...]) -> Array:
-    """The key of the run at ``coords`` (e.g. (seed index, width index, lr index)) of a sweep:
-    fold_in(...fold_in(key(base_seed), c_0)..., c_last). Adding runs never changes existing ones."""
-    key = jax.random.key(_check_coord(base_seed))
-    for c in coords:
-        key = jax.random.fold_in(key, _check_coord(c))
-    return key
+_MOVED = {"train_many": "lanes", "run_key": "lanes", "run_keys": "lanes", "Layout": "lanes",
+          "choose_layout": "lanes", "release_compiled": "lanes", "MAP_COUNT_FRACTION": "lanes",
+          "ACCEL_MEMORY_FRACTION": "lanes", "progress_listener": "progress"}
 
 
-def run_keys(base_seed: int, coords_RC: Any) -> Array:
-    """``run_key`` for many runs at once: coords_RC (R, C) ints -> (R,) keys (same values)."""
-    coords = np.asarray(coords_RC)
-    if coords.ndim != 2 or not np.issubdtype(coords.dtype, np.integer):
-        raise ValueError(f"run_keys: coords must be an (R, C) integer array, got {coords.shape}")
-    for c in (coords.min(initial=0), coords.max(initial=0), base_seed):
-        _check_coord(int(c) if not isinstance(c, int) else c)
-    return _run_keys(int(base_seed), jnp.asarray(coords, jnp.uint32))
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"rnn_ntk.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@jax.jit
-def _run_keys(base_seed: int, coords_RC: Array) -> Array:
-    def one(cs):
-        key = jax.random.key(base_seed)
-        for j in range(cs.shape[0]):
-            key = jax.random.fold_in(key, cs[j])
-        return key
-    return jax.vmap(one)(coords_RC)
-
-
-# ----------------------------------------------------------------------------------------------
-# Many runs: lanes
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """How R runs are laid out: over ``n_devices`` devices (a 1-D mesh 'runs'), and on each device
-    with ``strategy`` 'map' (lax.map, ``batch_size`` runs vmapped per iteration) or 'vmap'
-    (all of the device's runs vmapped at once)."""
-
-    n_devices: int = 1
-    strategy: str = "map"
-    batch_size: int = 1
-
-    def __post_init__(self) -> None:
-        _check_int("n_devices", self.n_devices, 1)
-        _check_choice("strategy", self.strategy, ("map", "vmap"))
-        _check_int("batch_size", self.batch_size, 1)
-
-
-# Fraction of accelerator memory a vmapped bucket may use.
-ACCEL_MEMORY_FRACTION = 0.5
-
-
-def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
-                  devices: list | None = None) -> Layout:
-    """The default lane layout (rule measured with benchmarks/train_throughput.py --layouts).
-
-    CPU: every host device (jax_num_cpu_devices) takes an equal share of the runs (never more
-    devices than runs) and runs it with lax.map, one run per iteration (batch_size 1): each
-    iteration is then exactly the single-run program, the fastest thing per core on XLA CPU
-    (vmapped runs are batched small matmuls: measured within a few percent of it per core even
-    for tiny runs, slower for larger ones; the parallelism comes from the devices). It also makes a run's bits independent of R, so adding
-    runs to a bucket never changes existing ones. GPU/TPU: all devices, and on each a vmap of
-    all its runs, or lax.map over vmapped batches as large as ACCEL_MEMORY_FRACTION of the
-    device memory allows.
-    """
-    devices = jax.devices() if devices is None else devices
-    backend = devices[0].platform if backend is None else backend
-    D = max(1, min(len(devices), n_runs))
-    per_dev = -(-n_runs // D)
-    if backend == "cpu":
-        return Layout(D, "map", 1)
-    mem = None
-    try:
-        stats = devices[0].memory_stats()
-        mem = stats.get("bytes_limit") if stats else None
-    except Exception:  # memory_stats is not available on every backend
-        mem = None
-    mem = 16 * 2 ** 30 if not mem else mem
-    fit = max(1, int(ACCEL_MEMORY_FRACTION * mem // max(1, run_bytes(cfg))))
-    if fit >= per_dev:
-        return Layout(D, "vmap", per_dev)
-    return Layout(D, "map", fit)
-
-
-# ----------------------------------------------------------------------------------------------
-# Compiled-program headroom (Linux memory-map limit)
-
-#: Fraction of the kernel's per-process memory-map limit (vm.max_map_count) above which
-#: :func:`release_compiled` drops every compiled program before the next compile.
-MAP_COUNT_FRACTION = 0.6
-
-
-def _map_counts() -> tuple[int, int] | None:
-    """(memory maps this process holds, the kernel's limit), or None where /proc lacks them."""
-    try:
-        with open("/proc/sys/vm/max_map_count") as f:
-            limit = int(f.read())
-        with open("/proc/self/maps", "rb") as f:
-            used = sum(1 for _ in f)
-    except (OSError, ValueError):
-        return None
-    return used, limit
-
-
-def release_compiled(force: bool = False) -> bool:
-    """Drop every compiled program of this process (jax.clear_caches and this module's program
-    cache) when ``force`` or when the process holds more than MAP_COUNT_FRACTION of the kernel's
-    memory-map limit; returns whether it dropped them (later calls recompile).
-
-    Why: XLA's CPU backend maps each compiled kernel into its own pages, about 3 memory maps per
-    kernel and ~500 per small training program, and keeps them while the program is cached.
-    A process that compiles a few hundred programs (a long sweep of buckets compiled apart,
-    `rnn-ntk reproduce` of every experiment, a test session) reaches Linux's default
-    vm.max_map_count of 65530, where LLVM fails with "Cannot allocate memory" and the process
-    aborts. :func:`train_many` calls this before it builds a new program."""
-    if not force:
-        counts = _map_counts()
-        if counts is None or counts[0] <= MAP_COUNT_FRACTION * counts[1]:
-            return False
-    _many_fn.cache_clear()
-    jax.clear_caches()
-    gc.collect()
-    return True
-
-
-@functools.lru_cache(maxsize=16)
-def _many_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: tuple[str, ...],
-             devices: tuple, progress: int = 0) -> Callable:
-    """The compiled program fn(kd_R, hp_R[, lane_R]) (lane_R: progress tags, progress only).
-    Runs only on a cache miss, i.e. before a new program compiles: the memory-map check lives
-    here, off the path of calls that reuse a program (reading /proc/self/maps costs ~2 ms at
-    700 maps and grows with the count)."""
-    release_compiled()
-    train = make_train(cfg, progress=progress)
-
-    def one(kd, hp, *lane):
-        key = kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
-        return train(key, hp, *lane)
-
-    def local(*args_R):
-        if layout.strategy == "vmap":
-            return jax.vmap(one)(*args_R)
-        return jax.lax.map(lambda a: one(*a), args_R, batch_size=layout.batch_size)
-
-    if layout.n_devices == 1:
-        return jax.jit(local)
-    mesh = Mesh(np.asarray(devices), ("runs",))
-    spec = PartitionSpec("runs")
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (3 if progress else 2),
-                            out_specs=spec, check_vma=False)
-    return jax.jit(sharded)
-
-
-def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
-               layout: Layout | None = None,
-               progress: Callable[[np.ndarray, int], None] | None = None,
-               progress_every: int = 1) -> dict[str, Array]:
-    """R runs of one bucket: ``keys`` (R,) (typed keys, e.g. from :func:`run_keys`, or raw
-    (R, 2) uint32), ``hparams`` a dict whose values are (R,) arrays or scalars (broadcast);
-    missing names take their defaults. Returns make_train's records with a leading run axis R.
-
-    The runs are padded to a multiple of layout.n_devices (by repeating the last run; the padding
-    is dropped) and sharded over a 1-D mesh 'runs' of the first n_devices devices with shard_map;
-    see :class:`Layout` and :func:`choose_layout`. (Single process: the inputs are host arrays.
-    Several hosts would use the same mesh over all global devices with inputs built by
-    jax.make_array_from_process_local_data.)
-    Compiled programs are cached per (cfg, layout, hparam names); new hparam values or keys of
-    the same R never recompile.
-
-    progress: None (the default program, no callback), or ``progress(lanes, steps)``, called
-    after every ``progress_every``-th log and the last of each run (once per vmapped batch)
-    with the run indices ``lanes`` (into 0..R-1; device padding is dropped) that each did
-    ``steps`` more steps; over the whole call they sum to R * cfg.steps run-steps. Calls come
-    from device threads, one at a time. Runs the progress variant of the program (compiled and
-    cached separately per progress_every, see :func:`progress_listener`) and returns when every
-    report is delivered. Records are bit-identical to progress=None.
-    """
-    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        key_impl = str(jax.random.key_impl(keys))
-        kd = jax.random.key_data(keys)
-    else:
-        key_impl, kd = None, jnp.asarray(keys)
-    if kd.ndim < 2:
-        raise ValueError(f"keys must have a leading run axis, got shape {keys.shape}")
-    R = kd.shape[0]
-    if R == 0:
-        raise ValueError("keys: need at least one run")
-    defaults = default_hparams(cfg)
-    unknown = sorted(set(hparams) - set(defaults))
-    if unknown:
-        raise ValueError(f"hparams: unknown name(s) {unknown}; known: {sorted(defaults)}")
-    hp = {}
-    for k in defaults:
-        a = np.asarray(hparams.get(k, defaults[k]), dtype=np.dtype(cfg.dtype))
-        if a.ndim == 0:
-            a = np.full((R,), a)
-        if a.shape != (R,):
-            raise ValueError(f"hparams[{k!r}] must be a scalar or have shape ({R},), got {a.shape}")
-        hp[k] = a
-    if layout is None:
-        layout = choose_layout(cfg, R)
-    elif not isinstance(layout, Layout):
-        raise ValueError(f"layout must be a Layout, got {layout!r}")
-    all_devices = jax.devices()
-    if layout.n_devices > len(all_devices):
-        raise ValueError(f"layout: n_devices={layout.n_devices} but only {len(all_devices)} "
-                         f"devices")
-    devices = tuple(all_devices[:layout.n_devices])
-    D = layout.n_devices
-    Rp = -(-R // D) * D
-    if Rp != R:
-        idx = np.concatenate([np.arange(R), np.full((Rp - R,), R - 1)])
-        kd = kd[idx]
-        hp = {k: a[idx] for k, a in hp.items()}
-    if progress is not None:
-        _check_int("progress_every", progress_every, 1)
-    fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
-                  0 if progress is None else progress_every)
-    args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
-    if D > 1:
-        sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
-        args = jax.device_put(args, sharding)
-    if progress is None:
-        out = fn(*args)
-    else:
-        def report(lanes: np.ndarray, steps: int) -> None:
-            lanes = lanes[lanes < R]
-            if lanes.size:
-                progress(lanes, steps)
-
-        with progress_listener(report):
-            out = jax.block_until_ready(fn(*args))
-    if Rp != R:
-        out = jax.tree.map(lambda a: a[:R], out)
-    return out
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MOVED))

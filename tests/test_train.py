@@ -1,11 +1,7 @@
-"""Training engine: trajectories against direct loops, lanes against single runs, padding, freezing,
-divergence, projection, symmetric init, the linearised model, the kernel-change record."""
-import collections
-import contextlib
-import functools
+"""The single-run program (rnn_ntk.train): trajectories against direct loops, padding, projection,
+symmetric init, the linearised model, the kernel-change record, config and hparam validation, the
+named run state and the per-log hook."""
 import math
-import threading
-import time
 
 import jax
 import jax.numpy as jnp
@@ -15,152 +11,17 @@ import pytest
 from rnn_ntk import model
 from rnn_ntk.kernels.empirical import empirical_ntk
 from rnn_ntk.linearize import linearize
-from rnn_ntk.model import ConfigError, RNNConfig
-from rnn_ntk.tasks import TaskConfig
-from rnn_ntk.train import (Layout, TrainConfig, batch_indices, choose_layout, default_hparams,
-                           make_train, progress_listener, record_names, run_key, run_keys,
-                           setup_run, train_many)
-
-D = 4  # random_labels needs input_dim >= 3
-
-
-def _cfg(width=8, T=3, n=6, n_test=5, steps=4, log_every=2, target="last", trainable=("W", "U", "b", "v"),
-         activation="relu", sigma_b=0.0, dtype="float64", **kw):
-    readout = "all" if target == "all" else "last"
-    mcfg = RNNConfig(width=width, input_dim=D, activation=activation, readout=readout,
-                     sigma_b=sigma_b, trainable=trainable)
-    tcfg = TaskConfig("random_labels", n_train=n, n_test=n_test, length=T, input_dim=D, target=target)
-    return TrainConfig(mcfg, tcfg, steps=steps, log_every=log_every, dtype=dtype, **kw)
-
-
-@contextlib.contextmanager
-def _count_compiles():
-    """A list that collects one entry per XLA backend compile while the block runs."""
-    compiles = []
-
-    def listener(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield compiles
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
-
-
-def _assert_records_close(a, b, rtol, atol=0.0):
-    assert set(a) == set(b)
-    for k in a:
-        if isinstance(a[k], dict):
-            _assert_records_close(a[k], b[k], rtol, atol)
-        else:
-            np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=rtol, atol=atol,
-                                       err_msg=k)
-
-
-def _assert_records_equal(a, b):
-    for k in a:
-        if isinstance(a[k], dict):
-            _assert_records_equal(a[k], b[k])
-        else:
-            np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
-
-
-@functools.lru_cache(maxsize=None)
-def _jit_train_cached(cfg):
-    return jax.jit(make_train(cfg))
-
-
-def _jit_train(cfg):
-    """One compiled single-run program per config for the whole module (compiles dominate): the
-    hparams are completed with their defaults, as python floats, so every call has one signature."""
-    f = _jit_train_cached(cfg)
-    return lambda key, hp: f(key, {**default_hparams(cfg), **{k: float(v) for k, v in hp.items()}})
-
-
-def _ref_loss(cfg, params, x, y, scales, w=None):
-    """Independent loss: mean of squared residuals, or 1/2 sum over positions >= 2."""
-    pred = model.apply(cfg.model, params, x, scales=scales)
-    r2 = (pred - y) ** 2
-    if cfg.loss == "sum_from_2":
-        per = 0.5 * jnp.sum(r2[:, 1:], axis=(1, 2))
-        return jnp.sum(per if w is None else w * per)
-    per = jnp.mean(r2.reshape(r2.shape[0], -1), axis=1)
-    return jnp.mean(per) if w is None else jnp.sum(w * per) / jnp.sum(w)
-
-
-def _ref_trajectory(cfg, key, hp):
-    """Direct Python loop of the optimiser (hand-written updates) over jax.grad of _ref_loss.
-    Returns per-step train losses (steps + 1,), the final params and the run's setup."""
-    setup = setup_run(cfg, key, hp)
-    hp_full = {**default_hparams(cfg), **hp}
-    sc = setup.scales
-    x, y = setup.data.x_train, setup.data.y_train
-    p0 = setup.params0
-    tr = cfg.model.trainable
-    lr, mom = hp_full["lr"], hp_full["momentum"]
-
-    @jax.jit
-    def loss_of(theta, xb, yb, w):
-        return _ref_loss(cfg, {**p0, **theta}, xb, yb, sc, w)
-
-    grad = jax.jit(jax.grad(loss_of))
-    theta = {g: p0[g] for g in tr}
-    buf = {g: jnp.zeros_like(a) for g, a in theta.items()}
-    sec = {g: jnp.zeros_like(a) for g, a in theta.items()}
-    ones = jnp.ones((x.shape[0],), x.dtype)
-    losses = [loss_of(theta, x, y, ones)]
-    for i in range(cfg.steps):
-        if cfg.batch_size is None:
-            xb, yb, w = x, y, ones
-        else:
-            idx, w = batch_indices(cfg, setup.shuffle_key, i)
-            xb, yb = x[idx], y[idx]
-        g = grad(theta, xb, yb, w)
-        for k in tr:
-            if cfg.optimizer == "sgd":
-                theta[k] = theta[k] - lr * g[k]
-            elif cfg.optimizer == "momentum":
-                buf[k] = mom * buf[k] + g[k]
-                theta[k] = theta[k] - lr * buf[k]
-            else:
-                t = i + 1
-                buf[k] = mom * buf[k] + (1 - mom) * g[k]
-                sec[k] = 0.999 * sec[k] + 0.001 * g[k] ** 2
-                mhat, vhat = buf[k] / (1 - mom ** t), sec[k] / (1 - 0.999 ** t)
-                theta[k] = theta[k] - lr * mhat / (jnp.sqrt(vhat) + 1e-8)
-        losses.append(loss_of(theta, x, y, ones))
-    return np.asarray(losses), {**p0, **theta}, setup
-
-
-# The module's configs: each is one compiled program shared by several tests (compiles dominate).
-# full-batch adam, float64, softplus with s_b > 0 (phi(0) != 0), projection on (radius inf unless
-# the hparams say otherwise)
-CFG_ADAM = _cfg(steps=6, log_every=1, optimizer="adam", activation="softplus", sigma_b=0.5,
-                save_params=True, projection=True)
-# minibatch heavy ball, float32: the lanes tests
-CFG_F32 = _cfg(dtype="float32", sigma_b=0.3, batch_size=4, optimizer="momentum", steps=4)
-# minibatch SGD (n not a multiple of b), target 'all', the papers' loss; identity activation with
-# only v trained, so the net is linear in its parameters and equals its linearisation
-CFG_MB = _cfg(n=10, batch_size=4, steps=9, log_every=3, target="all", loss="sum_from_2",
-              activation="identity", trainable=("v",), linearized=True, save_params=True)
-# a wide net, only W trained
-CFG_MEM = _cfg(width=256, T=4, n=8, steps=400, log_every=400, trainable=("W",), dtype="float32",
-               save_params=True)
-# relu net and its linearisation side by side (heavy ball), kernel-change record, U frozen
-CFG_LIN = _cfg(linearized=True, steps=6, log_every=1, sigma_b=0.3, save_params=True,
-               optimizer="momentum", trainable=("W", "b", "v"), kernel_stride=2, n_probe=3)
-# tanh, symmetric init
-CFG_SYM = _cfg(width=6, activation="tanh", sigma_b=0.5, init="symmetric", save_params=True, steps=4)
+from rnn_ntk.model import ConfigError
+from rnn_ntk.train import (ModelState, RunState, TrainConfig, batch_indices, default_hparams,
+                           make_train, record_names, setup_run)
+from train_helpers import (CFG_ADAM, CFG_F32, CFG_LIN, CFG_MB, CFG_MEM, CFG_SYM,
+                           _assert_records_close, _assert_records_equal, _cfg, _jit_train, _np,
+                           _ref_loss, _ref_trajectory)
 
 
 # ----------------------------------------------------------------------------------------------
 # trajectories against direct loops
+
 
 def test_full_batch_adam_matches_direct_loop():
     cfg = CFG_ADAM
@@ -238,45 +99,6 @@ def test_gd_memorises_random_labels_training_only_W():
     assert out["dtheta_W"][-1] > 0
 
 
-# ----------------------------------------------------------------------------------------------
-# lanes
-
-@pytest.mark.parametrize("cfg,rtol,layouts", [(CFG_F32, 1e-5, (None, Layout(2, "vmap", 1))),
-                                              (CFG_ADAM, 1e-12, (Layout(1, "map", 2),))])
-def test_train_many_equals_single_runs(cfg, rtol, layouts):
-    R = 3
-    keys = run_keys(7, np.arange(R)[:, None])
-    hp = {"lr": np.array([0.01, 0.03, 0.02]), "sigma_w": np.array([1.0, 1.4, 0.7]),
-          "delta": np.array([0.1, 0.2, 0.3])}
-    ref = [_np(_jit_train(cfg)(keys[i], {k: v[i] for k, v in hp.items()})) for i in range(R)]
-    for lay in layouts:
-        out = _np(train_many(cfg, keys, hp, layout=lay))
-        assert out["train_loss"].shape == (R, cfg.n_logs)
-        for i in range(R):
-            _assert_records_close(jax.tree.map(lambda a: a[i], out), ref[i], rtol=rtol, atol=1e-30)
-    # the single runs really differ from each other (so the comparison can fail)
-    assert abs(ref[0]["train_loss"][-1] - ref[1]["train_loss"][-1]) > 1e-4
-
-
-def test_train_many_repeatable_and_more_seeds_keep_runs():
-    cfg = CFG_F32
-    keys4 = run_keys(1, np.stack([np.arange(4), np.full(4, 2)], axis=1))
-    keys3 = run_keys(1, np.stack([np.arange(3), np.full(3, 2)], axis=1))
-    a = _np(train_many(cfg, keys3, {"lr": 0.3}))
-    b = _np(train_many(cfg, keys3, {"lr": 0.3}))
-    c = _np(train_many(cfg, keys4, {"lr": 0.3}))
-    _assert_records_equal(a, b)
-    _assert_records_equal(a, jax.tree.map(lambda x: x[:3], c))
-    assert len(set(np.round(c["train_loss"][:, 0], 6))) == 4   # different seeds, different runs
-    # run_keys is the stacked run_key fold_in chain
-    for i in range(4):
-        np.testing.assert_array_equal(jax.random.key_data(keys4[i]),
-                                      jax.random.key_data(run_key(1, (i, 2))))
-    np.testing.assert_array_equal(
-        jax.random.key_data(run_key(1, (3, 2))),
-        jax.random.key_data(jax.random.fold_in(jax.random.fold_in(jax.random.key(1), 3), 2)))
-
-
 @pytest.mark.parametrize("cfg,hp", [(CFG_LIN, {"lr": 0.5}),                       # relu
                                     (CFG_SYM, {"lr": 0.3}),                       # tanh
                                     (CFG_ADAM, {"lr": 0.05, "proj_radius": 0.3})])  # softplus
@@ -328,118 +150,6 @@ def test_symmetric_init_zero_output():
         _cfg(width=7, init="symmetric")
 
 
-def test_divergence_is_flagged_and_isolated():
-    cfg = CFG_F32
-    keys = run_keys(0, np.arange(3)[:, None])
-    out = _np(train_many(cfg, keys, {"lr": np.array([0.1, 1e9, 0.2])}))
-    assert out["diverged"][1, -1] and not out["diverged"][1, 0]
-    assert not out["diverged"][0].any() and not out["diverged"][2].any()
-    first = int(np.argmax(out["diverged"][1]))
-    # frozen: every record after the divergence repeats the value at the frozen parameters
-    for k in ("train_loss", "dtheta_W", "grad_norm", "sign_flip"):
-        np.testing.assert_array_equal(out[k][1, first:], np.full(cfg.n_logs - first, out[k][1, first]))
-    # the other lanes are exactly what they are next to a healthy run
-    calm = _np(train_many(cfg, keys, {"lr": np.array([0.1, 0.15, 0.2])}))
-    for i in (0, 2):
-        _assert_records_equal(jax.tree.map(lambda a: a[i], out), jax.tree.map(lambda a: a[i], calm))
-
-
-def test_new_hparam_values_do_not_recompile():
-    cfg = CFG_F32
-    keys = run_keys(0, np.arange(3)[:, None])
-    with _count_compiles() as compiles:
-        train_many(cfg, keys, {"lr": 0.1})["train_loss"].block_until_ready()
-        single = _jit_train(cfg)
-        single(keys[0], {"lr": 0.1, "sigma_w": 1.0, "width": 8.0})["train_loss"].block_until_ready()
-        jax.jit(lambda x: x * 1.2345)(1.0).block_until_ready()
-        assert compiles, "the listener must see a compile"
-        compiles.clear()
-        for lr, sw, w in [(0.2, 1.3, 7.0), (0.05, 0.5, 6.0)]:
-            hp = {"lr": np.array([lr, 2 * lr, lr]), "sigma_w": np.array([sw, sw, 1.0]),
-                  "sigma_v": np.array([0.5, 2.0, 1.0]), "width": np.array([w, 8.0, 4.0]),
-                  "delta": np.array([0.2, 0.3, 0.4])}
-            train_many(cfg, run_keys(int(lr > 0.1), np.arange(3)[:, None]), hp)[
-                "train_loss"].block_until_ready()
-            single(keys[1], {"lr": lr, "sigma_w": sw, "width": w})["train_loss"].block_until_ready()
-        assert compiles == []
-
-
-@pytest.mark.parametrize("layout,every", [(Layout(1, "map", 1), 1), (Layout(2, "map", 1), 2),
-                                          (Layout(2, "vmap", 1), 1)],
-                         ids=["1xmap", "2xmap-every2", "2xvmap"])
-def test_progress_reports_count_every_step_and_change_nothing(layout, every):
-    cfg = CFG_F32                      # 4 steps, a log every 2
-    R = 3                              # odd: on 2 devices, one padding run (never reported)
-    keys = run_keys(4, np.arange(R)[:, None])
-    hp = {"lr": np.array([0.1, 0.3, 0.2])}
-    calls, overlaps, busy = [], [], threading.Lock()
-
-    def on_progress(lanes, steps):
-        if not busy.acquire(blocking=False):   # the engine must never call two at once
-            overlaps.append(1)
-            return
-        try:
-            calls.append((lanes.tolist(), steps))
-            time.sleep(0.002)                  # widen the window a concurrent call would hit
-        finally:
-            busy.release()
-
-    out = _np(train_many(cfg, keys, hp, layout=layout, progress=on_progress, progress_every=every))
-    ref = _np(train_many(cfg, keys, hp, layout=layout))
-    _assert_records_equal(out, ref)            # bit-identical with and without progress
-    assert not overlaps
-    done = collections.Counter()
-    for lanes, steps in calls:
-        assert steps == every * cfg.log_every
-        done.update({lane: steps for lane in lanes})
-    assert done == {i: cfg.steps for i in range(R)}     # sums to R x steps
-    n_reports = cfg.steps // cfg.log_every // every
-    if layout.strategy == "map":               # one call per report per run
-        assert len(calls) == R * n_reports
-    else:                                      # one call per report per device batch
-        assert len(calls) == layout.n_devices * n_reports
-        assert sorted(len(lanes) for lanes, _ in calls) == [1] * n_reports + [2] * n_reports
-
-    # the progress program is cached: new values do not recompile it
-    with _count_compiles() as compiles:
-        calls.clear()
-        train_many(cfg, run_keys(5, np.arange(R)[:, None]), {"lr": np.array([0.2, 0.1, 0.05])},
-                   layout=layout, progress=on_progress, progress_every=every)[
-            "train_loss"].block_until_ready()
-        assert compiles == [] and sum(len(lanes) * n for lanes, n in calls) == R * cfg.steps
-
-
-def test_progress_every_k_logs_reports_the_remainder_at_the_end():
-    cfg = CFG_MB                               # 9 steps, a log every 3: logs 1, 2, 3
-    key = jax.random.key(8)
-    hp = {**default_hparams(cfg), "lr": 0.02}
-    calls = []
-    with progress_listener(lambda lanes, steps: calls.append((lanes.tolist(), steps))):
-        out = _np(jax.jit(make_train(cfg, progress=2))(key, hp, 7))
-    assert calls == [([7], 6), ([7], 3)]       # after log 2 (logs 1-2), after log 3 (the rest)
-    _assert_records_equal(out, _np(_jit_train(cfg)(key, {"lr": 0.02})))
-    with pytest.raises(ConfigError, match="progress"):
-        make_train(cfg, progress=-1)
-
-
-def test_one_progress_listener_at_a_time():
-    with progress_listener(lambda lanes, steps: None):
-        with pytest.raises(RuntimeError, match="already installed"):
-            with progress_listener(lambda lanes, steps: None):
-                pass
-    with progress_listener(lambda lanes, steps: None):   # released on exit
-        pass
-
-
-def test_choose_layout_rule():
-    small = _cfg(width=32, T=10, n=32)
-    big = _cfg(width=1024, T=10, n=32)
-    assert choose_layout(small, 256, backend="cpu", devices=[0, 1]) == Layout(2, "map", 1)
-    assert choose_layout(big, 4, backend="cpu", devices=[0, 1]) == Layout(2, "map", 1)
-    assert choose_layout(big, 1, backend="cpu", devices=[0, 1]) == Layout(1, "map", 1)
-    assert choose_layout(small, 256, backend="gpu", devices=jax.devices()[:1]).strategy == "vmap"
-
-
 def test_projection_keeps_weights_in_balls():
     cfg = CFG_ADAM
     key = jax.random.key(1)
@@ -462,6 +172,7 @@ def test_projection_keeps_weights_in_balls():
 
 # ----------------------------------------------------------------------------------------------
 # config validation
+
 
 @pytest.mark.parametrize("field,value", [
     ("steps", -1), ("steps", 5), ("steps", 2.0), ("log_every", 0), ("batch_size", 0),
@@ -502,12 +213,13 @@ def test_bad_hparams():
     cfg = _cfg()
     with pytest.raises(ValueError, match="lrr"):
         make_train(cfg)(jax.random.key(0), {"lrr": 0.1})
-    with pytest.raises(ValueError, match="sigma_w"):
-        train_many(cfg, run_keys(0, np.zeros((3, 1), int)), {"sigma_w": np.ones(2)})
+    with pytest.raises(TypeError, match="on_log"):
+        make_train(cfg, on_log=3)
 
 
 # ----------------------------------------------------------------------------------------------
 # the linearised model and the kernel record
+
 
 def test_linearized_side_by_side_and_kernel_change():
     cfg = CFG_LIN
@@ -558,33 +270,50 @@ def test_linearized_side_by_side_and_kernel_change():
     assert ch[-1] > 1e-4
 
 
-def test_release_compiled_frees_memory_maps_and_only_past_the_threshold(monkeypatch):
-    """XLA's CPU backend holds ~3 memory maps per compiled kernel while a program is cached (a test
-    session or a long sweep would otherwise reach vm.max_map_count and abort inside LLVM)."""
-    from rnn_ntk import train
-    cfg, R = _cfg(width=7), 2
-    keys = run_keys(0, np.arange(R)[:, None])
-    train.release_compiled(force=True)
-    before = train._map_counts()
-    assert before is not None, "this test needs Linux's /proc (the limit it guards is Linux's)"
-    ref = _np(train_many(cfg, keys, {}))
-    held = train._map_counts()[0]
-    assert held > before[0] + 50              # one small program holds hundreds of maps
-    with _count_compiles() as compiles:       # far below the threshold: nothing is dropped
-        assert not train.release_compiled()
-        train_many(cfg, keys, {})["train_loss"].block_until_ready()
-    assert compiles == []
-    assert train.release_compiled(force=True)
-    assert train._map_counts()[0] < held - 50  # the program's maps are gone
-    train_many(cfg, keys, {})["train_loss"].block_until_ready()        # cached again
-    monkeypatch.setattr(train, "MAP_COUNT_FRACTION", 0.0)   # "over the threshold" from now on
-    with _count_compiles() as compiles:       # reusing a cached program never checks or drops
-        train_many(cfg, keys, {})["train_loss"].block_until_ready()
-    assert compiles == []
-    # a new program over the threshold drops every cached one first, so cfg's recompiles
-    train_many(_cfg(width=6), keys, {})["train_loss"].block_until_ready()
-    monkeypatch.setattr(train, "MAP_COUNT_FRACTION", 1.0)
-    with _count_compiles() as compiles:
-        out = _np(train_many(cfg, keys, {}))
-    assert len(compiles) >= 1
-    _assert_records_equal(out, ref)
+# ----------------------------------------------------------------------------------------------
+# the named run state and the per-log hook
+
+def test_default_program_has_no_hook():
+    """No hook: the program has no host callback, and a hook that does nothing leaves the traced
+    program exactly as it is (the hook is the only thing on_log adds)."""
+    cfg = CFG_F32
+    args = (jax.random.key(0), default_hparams(cfg))
+    plain = str(jax.make_jaxpr(make_train(cfg))(*args))
+    assert "callback" not in plain
+    assert str(jax.make_jaxpr(make_train(cfg, on_log=lambda k, state, tag: None))(*args)) == plain
+    hooked = str(jax.make_jaxpr(make_train(
+        cfg, on_log=lambda k, state, tag: jax.debug.callback(lambda *a: None, k)))(*args))
+    assert "callback" in hooked
+
+
+def test_log_hook_sees_the_state_after_each_log():
+    cfg = CFG_MB                      # minibatch, linearized: every field of RunState is in use
+    key, hp = jax.random.key(2), {**default_hparams(cfg), "lr": 0.05}
+    seen, traced = [], []
+
+    def host(k, tag, v, lin_v, perm):
+        seen.append((int(k), int(tag), np.asarray(v), np.asarray(lin_v), np.asarray(perm)))
+
+    def on_log(k, state, tag):
+        traced.append(state)
+        jax.debug.callback(host, k, tag, state.net.theta["v"], state.lin.theta["v"], state.perm)
+
+    out = _np(jax.jit(make_train(cfg, on_log=on_log))(key, hp, 5))
+    jax.effects_barrier()
+    state = traced[0]
+    assert isinstance(state, RunState) and isinstance(state.net, ModelState)
+    assert isinstance(state.lin, ModelState) and set(state.net.theta) == {"v"}
+    assert sorted(k for k, *_ in seen) == [1, 2, 3] and all(tag == 5 for _, tag, *_ in seen)
+    v0 = np.asarray(out["init_params"]["v"])
+    for k, _, v, lin_v, perm in seen:       # the state after log k's steps, as the records see it
+        np.testing.assert_allclose(np.linalg.norm(v - v0), out["dtheta_v"][k], rtol=1e-12)
+        np.testing.assert_allclose(np.linalg.norm(lin_v - v0), out["lin_dtheta_v"][k], rtol=1e-12)
+        assert sorted(perm[perm > 0].tolist() + [0]) == list(range(10))   # the epoch's order
+    last_v = next(v for k, _, v, *_ in seen if k == 3)
+    np.testing.assert_array_equal(last_v, out["final_params"]["v"])
+    _assert_records_equal(out, _np(_jit_train(cfg)(key, {"lr": 0.05})))   # the hook changes nothing
+    # full-batch GD without the linearised model carries neither lin nor perm
+    gd = _cfg(steps=2, log_every=1)
+    jax.make_jaxpr(make_train(gd, on_log=lambda k, s, tag: traced.append(s)))(
+        jax.random.key(0), default_hparams(gd))
+    assert traced[-1].lin is None and traced[-1].perm is None

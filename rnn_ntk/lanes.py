@@ -1,0 +1,342 @@
+"""Many runs of one bucket as lanes of one compiled program, over the devices.
+
+    records_R = train_many(cfg, keys_R, hparams_R)     # R runs, records with a leading run axis R
+    keys_R = run_keys(base_seed, coords_RC)            # one key per run, stable as sweeps grow
+
+Lane layout (:func:`train_many`): a :class:`Layout` is (number of devices, per-device strategy).
+The run axis is padded to a multiple of the device count and sharded over a 1-D mesh ('runs') with
+``shard_map``; on each device the runs go through ``lax.map`` with ``batch_size`` b (b = 1: one
+run at a time, each run a plain single-run program; b > 1: b runs vmapped per iteration) or a full
+``vmap``. The default (:func:`choose_layout`) was chosen by measurement (benchmarks/
+train_throughput.py): on CPU a program on one host device runs its small matmuls on about one core
+and vmapped (batched) small matmuls are no faster per core than a loop, so all host devices
+(jax_num_cpu_devices, set by the caller) each run their share with ``lax.map`` (b = 1); on GPU/TPU
+wide ``vmap`` is the point, capped by memory.
+
+Compiled programs are cached per (cfg, layout, hparam names, progress_every); new hparam values
+or keys of the same R never recompile. :func:`release_compiled` drops them when the process
+nears Linux's memory-map limit (XLA:CPU keeps ~500 maps per cached program). Step progress
+(``train_many(..., progress=fn)``) runs a variant of the program with the per-log hook of
+:mod:`rnn_ntk.progress`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gc
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from rnn_ntk.progress import progress_hook, progress_listener
+from rnn_ntk.train import TrainConfig, _check_choice, _check_int, default_hparams, make_train
+from rnn_ntk.sweep.cost import run_bytes   # the one cost model (imports no other rnn_ntk module)
+
+Array = jax.Array
+
+__all__ = ["ACCEL_MEMORY_FRACTION", "MAP_COUNT_FRACTION", "Layout", "choose_layout",
+           "release_compiled", "run_key", "run_keys", "train_many"]
+
+#: Fraction of accelerator memory a vmapped bucket may use.
+ACCEL_MEMORY_FRACTION = 0.5
+
+#: Fraction of the kernel's per-process memory-map limit (vm.max_map_count) above which
+#: :func:`release_compiled` drops every compiled program before the next compile.
+MAP_COUNT_FRACTION = 0.6
+
+
+# ----------------------------------------------------------------------------------------------
+# Run keys
+
+def _check_coord(c: Any) -> int:
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < 2 ** 32:
+        raise ValueError(f"run_key: coordinates must be ints in [0, 2**32), got {c!r}")
+    return int(c)
+
+
+def run_key(base_seed: int, coords: tuple[int, ...]) -> Array:
+    """The key of the run at ``coords`` of a sweep.
+
+    Args:
+      base_seed: int in [0, 2**32).
+      coords: the run's coordinates, e.g. (seed index, width index, lr index), ints in [0, 2**32).
+
+    Returns:
+      A typed key: fold_in(...fold_in(key(base_seed), c_0)..., c_last). Adding runs never
+      changes existing ones.
+    """
+    key = jax.random.key(_check_coord(base_seed))
+    for c in coords:
+        key = jax.random.fold_in(key, _check_coord(c))
+    return key
+
+
+def run_keys(base_seed: int, coords_RC: Any) -> Array:
+    """:func:`run_key` for many runs at once.
+
+    Args:
+      base_seed: int in [0, 2**32).
+      coords_RC: (R, C) integer array, one row of coordinates per run.
+
+    Returns:
+      (R,) typed keys, the same values as ``run_key(base_seed, row)`` per row.
+    """
+    coords = np.asarray(coords_RC)
+    if coords.ndim != 2 or not np.issubdtype(coords.dtype, np.integer):
+        raise ValueError(f"run_keys: coords must be an (R, C) integer array, got {coords.shape}")
+    for c in (coords.min(initial=0), coords.max(initial=0), base_seed):
+        _check_coord(int(c) if not isinstance(c, int) else c)
+    return _run_keys(int(base_seed), jnp.asarray(coords, jnp.uint32))
+
+
+@jax.jit
+def _run_keys(base_seed: int, coords_RC: Array) -> Array:
+    def one(cs):
+        key = jax.random.key(base_seed)
+        for j in range(cs.shape[0]):
+            key = jax.random.fold_in(key, cs[j])
+        return key
+    return jax.vmap(one)(coords_RC)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lane layout
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How R runs are laid out: over ``n_devices`` devices (a 1-D mesh 'runs'), and on each device
+    with ``strategy`` 'map' (lax.map, ``batch_size`` runs vmapped per iteration) or 'vmap'
+    (all of the device's runs vmapped at once)."""
+
+    n_devices: int = 1
+    strategy: str = "map"
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        _check_int("n_devices", self.n_devices, 1)
+        _check_choice("strategy", self.strategy, ("map", "vmap"))
+        _check_int("batch_size", self.batch_size, 1)
+
+
+def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
+                  devices: list | None = None) -> Layout:
+    """The default lane layout (rule measured with benchmarks/train_throughput.py --layouts).
+
+    CPU: every host device (jax_num_cpu_devices) takes an equal share of the runs (never more
+    devices than runs) and runs it with lax.map, one run per iteration (batch_size 1): each
+    iteration is then exactly the single-run program, the fastest thing per core on XLA CPU
+    (vmapped runs are batched small matmuls: measured within a few percent of it per core even
+    for tiny runs, slower for larger ones; the parallelism comes from the devices). It also
+    makes a run's bits independent of R, so adding runs to a bucket never changes existing ones.
+    GPU/TPU: all devices, and on each a vmap of all its runs, or lax.map over vmapped batches as
+    large as ACCEL_MEMORY_FRACTION of the device memory allows.
+
+    Args:
+      cfg: the bucket's TrainConfig (its per-run memory, :func:`rnn_ntk.sweep.cost.run_bytes`).
+      n_runs: R, the runs of the call.
+      backend: 'cpu', 'gpu', 'tpu'; default: the platform of ``devices[0]``.
+      devices: default jax.devices().
+
+    Returns:
+      The :class:`Layout`.
+    """
+    devices = jax.devices() if devices is None else devices
+    backend = devices[0].platform if backend is None else backend
+    D = max(1, min(len(devices), n_runs))
+    per_dev = -(-n_runs // D)
+    if backend == "cpu":
+        return Layout(D, "map", 1)
+    mem = None
+    try:
+        stats = devices[0].memory_stats()
+        mem = stats.get("bytes_limit") if stats else None
+    except Exception:  # memory_stats is not available on every backend
+        mem = None
+    mem = 16 * 2 ** 30 if not mem else mem
+    fit = max(1, int(ACCEL_MEMORY_FRACTION * mem // max(1, run_bytes(cfg))))
+    if fit >= per_dev:
+        return Layout(D, "vmap", per_dev)
+    return Layout(D, "map", fit)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled-program headroom (Linux memory-map limit)
+
+def _map_counts() -> tuple[int, int] | None:
+    """(memory maps this process holds, the kernel's limit), or None where /proc lacks them."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            used = sum(1 for _ in f)
+    except (OSError, ValueError):
+        return None
+    return used, limit
+
+
+def release_compiled(force: bool = False) -> bool:
+    """Drop every compiled program of this process (jax.clear_caches and this module's program
+    cache) when ``force`` or when the process holds more than MAP_COUNT_FRACTION of the kernel's
+    memory-map limit.
+
+    Why: XLA's CPU backend maps each compiled kernel into its own pages, about 3 memory maps per
+    kernel and ~500 per small training program, and keeps them while the program is cached.
+    A process that compiles a few hundred programs (a long sweep of buckets compiled apart,
+    `rnn-ntk reproduce` of every experiment, a test session) reaches Linux's default
+    vm.max_map_count of 65530, where LLVM fails with "Cannot allocate memory" and the process
+    aborts. :func:`train_many` calls this before it builds a new program.
+
+    Args:
+      force: drop the programs whatever the count.
+
+    Returns:
+      Whether the programs were dropped (later calls recompile).
+    """
+    if not force:
+        counts = _map_counts()
+        if counts is None or counts[0] <= MAP_COUNT_FRACTION * counts[1]:
+            return False
+    _many_fn.cache_clear()
+    jax.clear_caches()
+    gc.collect()
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Many runs
+
+@functools.lru_cache(maxsize=16)
+def _many_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: tuple[str, ...],
+             devices: tuple, progress: int = 0) -> Callable:
+    """The compiled program fn(kd_R, hp_R[, lane_R]) (lane_R: progress tags, progress only).
+    Runs only on a cache miss, i.e. before a new program compiles: the memory-map check lives
+    here, off the path of calls that reuse a program (reading /proc/self/maps costs ~2 ms at
+    700 maps and grows with the count)."""
+    release_compiled()
+    train = make_train(cfg, on_log=progress_hook(cfg, progress) if progress else None)
+
+    def one(kd, hp, *lane):
+        key = kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
+        return train(key, hp, *lane)
+
+    def local(*args_R):
+        if layout.strategy == "vmap":
+            return jax.vmap(one)(*args_R)
+        return jax.lax.map(lambda a: one(*a), args_R, batch_size=layout.batch_size)
+
+    if layout.n_devices == 1:
+        return jax.jit(local)
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    spec = PartitionSpec("runs")
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (3 if progress else 2),
+                            out_specs=spec, check_vma=False)
+    return jax.jit(sharded)
+
+
+def _key_data(keys: Array) -> tuple[str | None, Array]:
+    """(key implementation or None for raw keys, key data (R, ...)) of train_many's keys."""
+    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        key_impl, kd = str(jax.random.key_impl(keys)), jax.random.key_data(keys)
+    else:
+        key_impl, kd = None, jnp.asarray(keys)
+    if kd.ndim < 2:
+        raise ValueError(f"keys must have a leading run axis, got shape {keys.shape}")
+    if kd.shape[0] == 0:
+        raise ValueError("keys: need at least one run")
+    return key_impl, kd
+
+
+def _lane_hparams(cfg: TrainConfig, hparams: dict[str, Any], R: int) -> dict[str, np.ndarray]:
+    """Every hyperparameter as an (R,) host array of the run's dtype (defaults filled in)."""
+    defaults = default_hparams(cfg)
+    unknown = sorted(set(hparams) - set(defaults))
+    if unknown:
+        raise ValueError(f"hparams: unknown name(s) {unknown}; known: {sorted(defaults)}")
+    hp = {}
+    for k in defaults:
+        a = np.asarray(hparams.get(k, defaults[k]), dtype=np.dtype(cfg.dtype))
+        if a.ndim == 0:
+            a = np.full((R,), a)
+        if a.shape != (R,):
+            raise ValueError(f"hparams[{k!r}] must be a scalar or have shape ({R},), got {a.shape}")
+        hp[k] = a
+    return hp
+
+
+def _checked_layout(cfg: TrainConfig, layout: Layout | None, R: int) -> Layout:
+    if layout is None:
+        return choose_layout(cfg, R)
+    if not isinstance(layout, Layout):
+        raise ValueError(f"layout must be a Layout, got {layout!r}")
+    n_available = len(jax.devices())
+    if layout.n_devices > n_available:
+        raise ValueError(f"layout: n_devices={layout.n_devices} but only {n_available} devices")
+    return layout
+
+
+def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
+               layout: Layout | None = None,
+               progress: Callable[[np.ndarray, int], None] | None = None,
+               progress_every: int = 1) -> dict[str, Array]:
+    """R runs of one bucket in one compiled program.
+
+    The runs are padded to a multiple of layout.n_devices (by repeating the last run; the padding
+    is dropped) and sharded over a 1-D mesh 'runs' of the first n_devices devices with shard_map;
+    see :class:`Layout` and :func:`choose_layout`. (Single process: the inputs are host arrays.
+    Several hosts would use the same mesh over all global devices with inputs built by
+    jax.make_array_from_process_local_data.) Compiled programs are cached per (cfg, layout,
+    hparam names); new hparam values or keys of the same R never recompile.
+
+    Args:
+      cfg: the bucket's TrainConfig.
+      keys: (R,) typed keys (e.g. from :func:`run_keys`) or raw (R, 2) uint32 key data.
+      hparams: name -> (R,) array or scalar (broadcast); missing names take their defaults
+        (:func:`rnn_ntk.train.default_hparams`).
+      layout: the lane layout; default :func:`choose_layout`.
+      progress: None (the default program, no callback), or ``progress(lanes, steps)``, called
+        after every ``progress_every``-th log and the last of each run (once per vmapped batch)
+        with the run indices ``lanes`` (into 0..R-1; device padding is dropped) that each did
+        ``steps`` more steps; over the whole call they sum to R * cfg.steps run-steps. Calls come
+        from device threads, one at a time. Runs the progress variant of the program (compiled
+        and cached separately per progress_every, see :mod:`rnn_ntk.progress`) and returns when
+        every report is delivered. Records are bit-identical to progress=None.
+      progress_every: logs between reports (>= 1).
+
+    Returns:
+      make_train's records with a leading run axis R.
+    """
+    key_impl, kd = _key_data(keys)
+    R = kd.shape[0]
+    hp = _lane_hparams(cfg, hparams, R)
+    layout = _checked_layout(cfg, layout, R)
+    if progress is not None:
+        _check_int("progress_every", progress_every, 1)
+    devices = tuple(jax.devices()[:layout.n_devices])
+    D = layout.n_devices
+    Rp = -(-R // D) * D
+    if Rp != R:
+        idx = np.concatenate([np.arange(R), np.full((Rp - R,), R - 1)])
+        kd = kd[idx]
+        hp = {k: a[idx] for k, a in hp.items()}
+    fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
+                  0 if progress is None else progress_every)
+    args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
+    if D > 1:
+        sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
+        args = jax.device_put(args, sharding)
+    if progress is None:
+        out = fn(*args)
+    else:
+        def report(lanes: np.ndarray, steps: int) -> None:
+            lanes = lanes[lanes < R]
+            if lanes.size:
+                progress(lanes, steps)
+
+        with progress_listener(report):
+            out = jax.block_until_ready(fn(*args))
+    if Rp != R:
+        out = jax.tree.map(lambda a: a[:R], out)
+    return out
