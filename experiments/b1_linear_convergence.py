@@ -268,7 +268,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
     else:
         out.append(Claim(NAME, f"B1.2 steps to {EPS:g} of the initial loss do not grow with m at "
                          f"fixed eta*m ({rng}; {te[0]:.0f} steps at m={wt[0]}, {te[-1]:.0f} "
-                         f"at m={wt[-1]}{exc})", "log-log slope of t_eps vs m", l1.fmt_fit(f),
+                         f"at m={wt[-1]}{exc})", "log-log slope of t_eps vs m", fmt_fit(f),
                          f"|slope| < {FLAT_TOL}", stats.verdict(f.slope, f.ci95, -FLAT_TOL, FLAT_TOL)))
     f = s["fits"].get("rel_err")
     ok = s["complete"]["rel_err"]
@@ -283,6 +283,6 @@ def claims(results_dir: str | Path) -> list[Claim]:
                          f"phase in every seed)", "slope <= 0",
                          "inconclusive"))
     else:
-        out.append(Claim(NAME, claim, "log-log slope of the relative error vs m", l1.fmt_fit(f),
+        out.append(Claim(NAME, claim, "log-log slope of the relative error vs m", fmt_fit(f),
                          "slope <= 0", stats.verdict(f.slope, f.ci95, -math.inf, 0.0)))
     return out

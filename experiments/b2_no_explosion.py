@@ -542,10 +542,6 @@ def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------
 # claims
 
-def _fmt_ci(est: float, ci: tuple[float, float], nd: int = 3) -> str:
-    return f"{est:.{nd}f} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
-
-
 def claims(results_dir: str | Path) -> list[Claim]:
     res = _scan(results_dir)
     out: list[Claim] = []
@@ -563,7 +559,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
                            f"the seed mean stays in the band for the first {ls} steps; at "
                            f"l = {r.shape[1]} {up} of {r.shape[0]} seeds are above 2x the "
                            f"prediction and {down} below 0.5x)",
-                     "max_l |R_l - 1| (seed bootstrap 95%)", _fmt_ci(est, ci), "<= 0.10", v)
+                     "max_l |R_l - 1| (seed bootstrap 95%)", fmt_interval(est, ci), "<= 0.10", v)
 
     out.append(forward_claim("relu", "B2.1 ReLU"))
 
@@ -579,7 +575,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
     out.append(Claim(NAME, f"B2.2 ReLU c = 1: the length over which the forward norm follows the "
                            f"recursion grows polynomially with width (l* per width: {lst})",
                      "power-law exponent of l*(m) (seed bootstrap 95%)",
-                     _fmt_ci(ex["slope"], ex["ci"], 2) + f" over {ex['n_used']} widths",
+                     fmt_interval(ex["slope"], ex["ci"], 2) + f" over {ex['n_used']} widths",
                      "in [0.25, 1.0]", v2))
 
     m = _widths(res, "jac", "relu", 1.0)[-1]
@@ -591,12 +587,12 @@ def claims(results_dir: str | Path) -> list[Claim]:
                            f"lag (m = {m}, lags 1..{lags[-1]}; {n_poly} of {sig.shape[0]} seeds "
                            f"alone have a slope < 1)",
                      "log-log slope of the seed-mean sigma_max vs lag (seed bootstrap 95%)",
-                     _fmt_ci(p.slope, p.ci95), "< 1", stats.verdict(p.slope, p.ci95, -np.inf, 1.0)))
+                     fmt_interval(p.slope, p.ci95), "< 1", stats.verdict(p.slope, p.ci95, -np.inf, 1.0)))
     keep = lags >= MIN_FIT_LAG
     b = fit_rate(lags[keep], sig[:, keep])
     out.append(Claim(NAME, f"B2.4 ReLU c = 1: backward log-norm flat in the lag (m = {m})",
                      f"slope of ln sigma_max per step, lags >= {MIN_FIT_LAG} (seed bootstrap 95%)",
-                     _fmt_ci(b.slope, b.ci95, 4), "|slope| <= 0.05",
+                     fmt_interval(b.slope, b.ci95, 4), "|slope| <= 0.05",
                      stats.verdict(b.slope, b.ci95, -0.05, 0.05)))
 
     for c in (2.0, 0.5):
@@ -613,7 +609,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         out.append(Claim(NAME, f"B2.5 ReLU c = {c:g}: backward log-norm linear in the lag with the "
                                f"mean-field rate (1/2) ln c = {target:.3f} (m = {m})",
                          f"slope of ln sigma_max per step, lags >= {MIN_FIT_LAG}; R^2",
-                         _fmt_ci(b.slope, b.ci95, 4) + f"; R^2 = {b.r2:.4f}",
+                         fmt_interval(b.slope, b.ci95, 4) + f"; R^2 = {b.r2:.4f}",
                          f"in [{target - tol:.3f}, {target + tol:.3f}] and R^2 >= 0.95", v))
 
     out.append(forward_claim("tanh", "B2.6 tanh"))
@@ -628,7 +624,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         mf = fit_rate(lags[keep], np.exp(a["mf_log"][:, keep])).slope
         tol = 0.25 * abs(mf) + 0.02
         vs.append(stats.verdict(b.slope, b.ci95, mf - tol, mf + tol))
-        parts.append(f"c={c:g}: {_fmt_ci(b.slope, b.ci95, 3)} vs mf {mf:.3f}")
+        parts.append(f"c={c:g}: {fmt_interval(b.slope, b.ci95, 3)} vs mf {mf:.3f}")
     out.append(Claim(NAME, f"B2.7 tanh: backward log-norm changes at the mean-field rate "
                            f"(1/2) ln(s_w^2 E phi'(g)^2) (m = {m})",
                      f"slope of ln sigma_max per step, lags >= {MIN_FIT_LAG}, vs mean-field slope",

@@ -195,7 +195,7 @@ def _claim(fits, key, claim, statistic, lo, hi, criterion) -> Claim:
     if f is None:
         return Claim(NAME, claim, statistic, "not measurable (non-positive values)", criterion,
                      "inconclusive")
-    return Claim(NAME, claim, statistic, l1.fmt_fit(f), criterion,
+    return Claim(NAME, claim, statistic, fmt_fit(f), criterion,
                  stats.verdict(f.slope, f.ci95, lo, hi))
 
 
@@ -243,5 +243,5 @@ def claims(results_dir: str | Path) -> list[Claim]:
             out.append(Claim(NAME, f"B3.5 steps to converge grow no faster than delta^-2 "
                              f"(m = {d['width']}, delta {min(DELTAS)}..{max(DELTAS)}; measured "
                              f"{near}; 1/(lr lambda_min(K_0)) slope {fk.slope:.2f})", stat,
-                             l1.fmt_fit(f), crit, stats.verdict(f.slope, f.ci95, -2.0, math.inf)))
+                             fmt_fit(f), crit, stats.verdict(f.slope, f.ci95, -2.0, math.inf)))
     return out

@@ -501,10 +501,6 @@ def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------
 # claims
 
-def _ci(f: stats.Fit, nd: int = 3) -> str:
-    return f"{f.slope:.{nd}f} [{f.ci95[0]:.{nd}f}, {f.ci95[1]:.{nd}f}]"
-
-
 def claims(results_dir: str | Path) -> list[Claim]:
     res = _load(results_dir)
     out: list[Claim] = []
@@ -519,7 +515,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         for x in below:
             p, _ = _fits(a, idx[x])
             vs.append(stats.verdict(p.slope, p.ci95, -0.25, 0.25))
-            parts.append(f"L*alpha={x:g}: {_ci(p)}")
+            parts.append(f"L*alpha={x:g}: {fmt_fit(p)}")
         out.append(Claim(NAME, f"D2.1 below the cutoff the NTK diagonal is bounded in T ({ctx})",
                          f"log-log slope p of the NTK diagonal vs T, T >= {MIN_FIT_T}",
                          "; ".join(parts), "|p| <= 0.25 for each L*alpha < 1", combine(vs)))
@@ -527,7 +523,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         for x in at:
             p, _ = _fits(a, idx[x])
             vs.append(stats.verdict(p.slope, p.ci95, 0.25, 2.5))
-            parts.append(f"L*alpha={x:g}: {_ci(p)}")
+            parts.append(f"L*alpha={x:g}: {fmt_fit(p)}")
         out.append(Claim(NAME, f"D2.2 at the cutoff the NTK diagonal grows polynomially in T "
                                f"({ctx})",
                          f"log-log slope p of the NTK diagonal vs T, T >= {MIN_FIT_T}",
@@ -537,7 +533,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
             _, r = _fits(a, idx[x])
             lo = math.log(L_PHI * x)
             vs.append(stats.verdict(r.slope, r.ci95, lo, np.inf))
-            parts.append(f"L*alpha={x:g}: {_ci(r, 4)} (needs >= {lo:.3f})")
+            parts.append(f"L*alpha={x:g}: {fmt_fit(r, 4)} (needs >= {lo:.3f})")
         out.append(Claim(NAME, f"D2.3 above the cutoff the NTK diagonal grows exponentially in T "
                                f"({ctx})",
                          f"per-step rate r of ln NTK diagonal vs T, T >= {MIN_FIT_T}",

@@ -236,10 +236,6 @@ def curve_distance(loss_SL: np.ndarray, ref_SL: np.ndarray) -> np.ndarray:
     return np.max(np.abs(loss - np.asarray(ref_SL, np.float64)), axis=1) / loss[:, 0]
 
 
-def fmt_fit(f: stats.Fit) -> str:
-    return f"{f.slope:.3f} [{f.ci95[0]:.3f}, {f.ci95[1]:.3f}]"
-
-
 # ----------------------------------------------------------------------------------------------
 # protocol
 

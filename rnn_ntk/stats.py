@@ -136,3 +136,22 @@ def bootstrap_seeds(fn: Callable[..., float], arrays: Sequence[np.ndarray], n_bo
         return est, (float("nan"), float("nan"))
     lo, hi = np.percentile(vals, [2.5, 97.5])
     return est, (float(lo), float(hi))
+
+
+def fit_rate(x: Sequence[float], y_SX: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> Fit:
+    """Per-unit-x slope of ln(seed-mean y) against x: a growth (or decay) rate y ~ C e^(slope x).
+
+    The same fit and seed bootstrap as :func:`fit_power_law` (a line in ln y vs x is a power law
+    in e^x); ``y_SX`` is (X,) or (S, X) for S seeds, positive and finite."""
+    return fit_power_law(np.exp(np.asarray(x, np.float64)), y_SX, n_boot=n_boot, seed=seed)
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """One verdict from several: 'agrees' when all agree, 'disagrees' when any disagrees,
+    'inconclusive' otherwise (also for an empty list)."""
+    verdicts = list(verdicts)
+    if verdicts and all(v == "agrees" for v in verdicts):
+        return "agrees"
+    if any(v == "disagrees" for v in verdicts):
+        return "disagrees"
+    return "inconclusive"

@@ -171,27 +171,12 @@ def test_max_deviation():
     assert est_inf == np.inf
 
 
-def test_fit_rate_recovers_the_per_step_slope():
-    rng = np.random.default_rng(3)
-    k = np.arange(5, 60, 5)
-    y = np.exp(-0.3 * k)[None, :] * np.exp(0.05 * rng.normal(size=(6, k.size)))
-    fit = b2.fit_rate(k, y)
-    assert abs(fit.slope + 0.3) < 0.01
-    assert fit.r2 > 0.99
-
-
 def test_lag_grid():
     g = b2.lag_grid(100)
     assert g[0] == 1 and g[-1] == 100 - b2.START and np.all(np.diff(g) > 0)
     assert set(range(20, 99, 20)) <= set(g.tolist())
     with pytest.raises(ValueError, match="length"):
         b2.lag_grid(1)
-
-
-def test_combine():
-    assert b2.combine(["agrees", "agrees"]) == "agrees"
-    assert b2.combine(["agrees", "inconclusive"]) == "inconclusive"
-    assert b2.combine(["inconclusive", "disagrees"]) == "disagrees"
 
 
 def test_ci_end_to_end(tmp_path):

@@ -118,21 +118,6 @@ def test_lag_ratio():
     assert r == 1.0 and lc and sc
 
 
-def test_fit_rate_recovers_a_geometric_decay():
-    rng = np.random.default_rng(0)
-    k = np.arange(1, 21)
-    y = 0.9 ** k[None, :] * np.exp(0.02 * rng.normal(size=(5, k.size)))
-    f = d2.fit_rate(k, y)
-    assert abs(math.exp(f.slope) - 0.9) < 0.005
-    assert f.ci95[0] <= f.slope <= f.ci95[1]
-
-
-def test_combine():
-    assert d2.combine(["agrees"]) == "agrees"
-    assert d2.combine(["agrees", "inconclusive"]) == "inconclusive"
-    assert d2.combine(["disagrees", "agrees"]) == "disagrees"
-
-
 def test_ci_end_to_end(tmp_path):
     d2.run(tmp_path / "results", "ci")
     stored = sorted((tmp_path / "results" / d2.NAME).glob("*.npz"))
