@@ -74,7 +74,9 @@ import numpy as np
 
 from rnn_ntk import model, plots, stats, tasks
 from rnn_ntk.kernels.vtransforms import get_vtransform
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import fmt_interval, is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
+from rnn_ntk.stats import combine, fit_rate
 
 NAME = "b2_no_explosion"
 TITLE = ("No exponential explosion at initialisation (Allen-Zhu, Li & Song 2019): forward norms "
@@ -321,36 +323,11 @@ def exit_length_exponent(widths: np.ndarray, r_WSL: np.ndarray, tol: float = TOL
     return out
 
 
-def fit_rate(lags: np.ndarray, y_SK: np.ndarray) -> stats.Fit:
-    """Per-step slope of ln(seed-mean y) against the lag, with the seed bootstrap of
-    stats.fit_power_law (a line in ln y vs k is a power law in e^k)."""
-    return stats.fit_power_law(np.exp(np.asarray(lags, np.float64)), y_SK)
-
-
-def combine(verdicts: list[str]) -> str:
-    """All agree -> agrees; any disagrees -> disagrees; else inconclusive."""
-    if all(v == "agrees" for v in verdicts):
-        return "agrees"
-    if any(v == "disagrees" for v in verdicts):
-        return "disagrees"
-    return "inconclusive"
-
-
 # ----------------------------------------------------------------------------------------------
 # run: resumable pieces, one .npz per (activation, c, width)
 
 def _settings_meta(st: Setting, scale: str) -> dict[str, Any]:
     return json.loads(json.dumps({"scale": scale, **st._asdict()}))
-
-
-def _done(path: Path, meta: dict[str, Any]) -> bool:
-    if not path.exists():
-        return False
-    try:
-        _, m = load_arrays(path)
-    except Exception:  # an unreadable file is recomputed
-        return False
-    return m.get("settings") == meta
 
 
 def _c_tag(c: float) -> str:
@@ -382,7 +359,7 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
             for c in CS:
                 for m in st.widths:
                     path = _fwd_path(out, act, c, m)
-                    if _done(path, meta):
+                    if is_done(path, meta):
                         continue
                     cfg = model_config(act, arrays_at(m))
                     sc = scales_for(cfg, c, m, jnp.float32)
@@ -390,11 +367,11 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
                         cfg, seed_params(m, s, arrays_at(m)), xs[s], sc)) for s in range(st.seeds)])
                     pred = np.stack([mean_field(act, math.sqrt(2 * c), cfg.sigma_u, cfg.sigma_b,
                                                 np.asarray(xs[s]))[0] for s in range(st.seeds)])
-                    save_arrays(path, {"settings": meta, "activation": act, "c": c, "width": m},
-                                norm2=norm2, pred=pred)
+                    save_piece(path, meta, {"activation": act, "c": c, "width": m},
+                               norm2=norm2, pred=pred)
                 for m in st.jac_widths:
                     path = _jac_path(out, act, c, m)
-                    if _done(path, meta):
+                    if is_done(path, meta):
                         continue
                     cfg = model_config(act, arrays_at(m))
                     sc = scales_for(cfg, c, m, jnp.float32)
@@ -410,9 +387,9 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
                                              np.asarray(x0))[1][0]
                         cum = np.concatenate([[0.0], np.cumsum(log_chi[START:])])  # t = a+1 ..
                         mf.append(0.5 * cum[lags])
-                    save_arrays(path, {"settings": meta, "activation": act, "c": c, "width": m},
-                                sigma=np.stack(sig), rel_change=np.stack(rel), mf_log=np.stack(mf),
-                                lags=lags)
+                    save_piece(path, meta, {"activation": act, "c": c, "width": m},
+                               sigma=np.stack(sig), rel_change=np.stack(rel), mf_log=np.stack(mf),
+                               lags=lags)
 
 
 # ----------------------------------------------------------------------------------------------

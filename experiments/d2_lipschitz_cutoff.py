@@ -69,7 +69,9 @@ import numpy as np
 
 from rnn_ntk import model, plots, stats, tasks, train
 from rnn_ntk.kernels.empirical import empirical_ntk
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import fmt_fit, is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
+from rnn_ntk.stats import combine, fit_rate
 
 NAME = "d2_lipschitz_cutoff"
 TITLE = ("Activation-Lipschitz cutoff (Cayci & Eryilmaz 2024): diagonal tanh RNN gradients, NTK "
@@ -215,20 +217,6 @@ def lag_ratio(n_long: np.ndarray, n_short: np.ndarray, budget: int) -> tuple[flo
     return ml / max(ms, 1.0), long_c, short_c
 
 
-def fit_rate(x: np.ndarray, y_SX: np.ndarray) -> stats.Fit:
-    """Per-step slope of ln(seed-mean y) against x with the seed bootstrap of
-    stats.fit_power_law (a line in ln y vs x is a power law in e^x)."""
-    return stats.fit_power_law(np.exp(np.asarray(x, np.float64)), y_SX)
-
-
-def combine(verdicts: list[str]) -> str:
-    if all(v == "agrees" for v in verdicts):
-        return "agrees"
-    if any(v == "disagrees" for v in verdicts):
-        return "disagrees"
-    return "inconclusive"
-
-
 # ----------------------------------------------------------------------------------------------
 # run
 
@@ -239,16 +227,6 @@ def _meta(st: Setting, scale: str, part: str) -> dict[str, Any]:
     """The settings a piece depends on ('init' or 'train' fields), as stored in its meta."""
     fields = {k: v for k, v in st._asdict().items() if (k in _INIT_FIELDS) == (part == "init")}
     return json.loads(json.dumps({"scale": scale, **fields}))
-
-
-def _done(path: Path, meta: dict[str, Any]) -> bool:
-    if not path.exists():
-        return False
-    try:
-        _, m = load_arrays(path)
-    except Exception:  # unreadable: recompute
-        return False
-    return m.get("settings") == meta
 
 
 def _tag(v: float) -> str:
@@ -335,13 +313,13 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
     with jax.enable_x64(True):
         for init, drive in VARIANTS:
             path = _init_path(out, init, drive)
-            if not _done(path, meta_i):
-                save_arrays(path, {"settings": meta_i, "init": init, "drive": drive},
-                            **_init_piece(st, init, drive))
+            if not is_done(path, meta_i):
+                save_piece(path, meta_i, {"init": init, "drive": drive},
+                           **_init_piece(st, init, drive))
         for alpha in ALPHAS:
             path = _train_path(out, alpha)
-            if not _done(path, meta_t):
-                save_arrays(path, {"settings": meta_t, "alpha": alpha}, **_train_piece(st, alpha))
+            if not is_done(path, meta_t):
+                save_piece(path, meta_t, {"alpha": alpha}, **_train_piece(st, alpha))
 
 
 # ----------------------------------------------------------------------------------------------
