@@ -7,8 +7,10 @@ def test_unknown_experiment_is_a_usage_error(capsys):
     assert "unknown experiment" in capsys.readouterr().err
 
 
-def test_reproduce_then_figures_redraws_from_stored_results(tmp_path, capsys):
-    res, figs, md = tmp_path / "res", tmp_path / "figs", tmp_path / "RESULTS.md"
+def test_reproduce_then_figures_redraws_from_stored_results(ci_results, tmp_path, capsys):
+    # the session's shared 'ci' results: reproduce resumes B2's stored runs (the experiment's own
+    # test checks that nothing is recomputed), then draws
+    res, figs, md = ci_results("b2_no_explosion"), tmp_path / "figs", tmp_path / "RESULTS.md"
     assert main(["reproduce", "b2_no_explosion", "--scale", "ci", "--results", str(res),
                  "--figures", str(figs), "--results-md", str(md)]) == 0
     first = md.read_text().splitlines()
@@ -33,11 +35,12 @@ def test_figures_without_results_names_what_is_missing(tmp_path, capsys):
     assert not (tmp_path / "R.md").exists()
 
 
-def test_naming_one_experiment_keeps_the_other_rows_of_results_md(tmp_path, monkeypatch):
+def test_naming_one_experiment_keeps_the_other_rows_of_results_md(ci_results, tmp_path,
+                                                                  monkeypatch):
     import types
 
     from rnn_ntk import reproduce
-    res, figs, md = tmp_path / "res", tmp_path / "figs", tmp_path / "RESULTS.md"
+    res, figs, md = ci_results("b2_no_explosion"), tmp_path / "figs", tmp_path / "RESULTS.md"
     assert main(["reproduce", "b2_no_explosion", "--scale", "ci", "--results", str(res),
                  "--figures", str(figs), "--results-md", str(md)]) == 0
     other = types.SimpleNamespace(

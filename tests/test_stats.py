@@ -107,3 +107,18 @@ def test_combine():
     assert combine(["inconclusive", "disagrees"]) == "disagrees"
     assert combine(["disagrees", "agrees"]) == "disagrees"
     assert combine([]) == "inconclusive"
+
+
+def test_power_law_bootstrap_is_a_seed_resampling_loop():
+    """The (vectorised) bootstrap equals a plain loop: each draw resamples whole seeds with the
+    generator of ``seed``, one ``integers(0, S, S)`` call per draw, and refits by numpy's polyfit."""
+    rng = np.random.default_rng(7)
+    x = np.array([8.0, 16, 32, 64, 128])
+    y = 2.0 * x ** -0.7 * np.exp(0.3 * rng.standard_normal((5, x.size)))
+    fit = fit_power_law(x, y, n_boot=300, seed=11)
+    g = np.random.default_rng(11)
+    boots = np.array([np.polyfit(np.log(x), np.log(y[g.integers(0, 5, 5)].mean(0)), 1)[0]
+                      for _ in range(300)])
+    np.testing.assert_allclose(fit.ci95, np.percentile(boots, [2.5, 97.5]), rtol=1e-10)
+    assert fit.slope_se == pytest.approx(boots.std(ddof=1), rel=1e-10)
+    assert fit.slope == pytest.approx(np.polyfit(np.log(x), np.log(y.mean(0)), 1)[0], rel=1e-12)
