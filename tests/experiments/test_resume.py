@@ -167,3 +167,55 @@ def test_rerun_at_the_same_scale_reuses_every_piece(tmp_path, stub_c1):
     c1.run(res, "ci")
     assert [p.stat().st_mtime_ns for p in files] == stamps
     assert load_arrays(files[0])[1]      # pieces carry the settings that made them
+
+
+# the protocol module itself
+
+def test_is_done_and_load_piece(tmp_path):
+    from rnn_ntk.experiments import protocol
+    st = a1.SETTINGS["ci"]
+    want = protocol.settings("ci", st, extra=(1, 2))
+    assert want == {"scale": "ci", "setting": {"ns": [8, 16], "widths": [8, 16], "seeds": 2,
+                                               "n_test": 16}, "extra": [1, 2]}
+    p = tmp_path / "piece.npz"
+    assert not protocol.is_done(p, want)                          # missing
+    p.write_bytes(b"not an npz")
+    assert not protocol.is_done(p, want)                          # unreadable
+    protocol.save_piece(p, want, {"note": "x"}, a=np.arange(3))
+    assert protocol.is_done(p, want)
+    assert not protocol.is_done(p, protocol.settings("default", st, extra=(1, 2)))
+    assert not protocol.is_done(p, protocol.settings("ci", st._replace(seeds=3), extra=(1, 2)))
+    arrays, meta = protocol.load_piece(p, want)
+    np.testing.assert_array_equal(arrays["a"], [0, 1, 2])
+    assert meta["note"] == "x" and protocol.stored_setting(meta, type(st)) == st
+    with pytest.raises(FileNotFoundError, match="other settings"):
+        protocol.load_piece(p, protocol.settings("default", st))
+    with pytest.raises(FileNotFoundError, match="run the experiment first"):
+        protocol.load_piece(tmp_path / "none.npz")
+    with pytest.raises(FileNotFoundError, match="older format"):
+        protocol.stored_setting({"scale": "ci"}, type(st))
+
+
+def test_sweep_store_replaces_a_store_of_another_spec(tmp_path, monkeypatch):
+    import json
+
+    from rnn_ntk import store
+    from rnn_ntk.experiments import protocol
+    spec = a1.rnn_spec(a1.SETTINGS["ci"], 8, 0.1)
+    calls = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda s, out, **k: calls.append((s, out, k)))
+    out = tmp_path / "store"
+    out.mkdir()
+    (out / store.HEADER).write_text(json.dumps({"spec": {"other": 1}}))
+    (out / "stale").write_text("x")
+    protocol.sweep_store(spec, out)
+    assert not out.exists()                          # removed, then (stub) run afresh
+    assert calls == [(spec, out, {"resume": True})]
+
+
+def test_fmt_interval():
+    from rnn_ntk.experiments.protocol import fmt_fit, fmt_interval
+    from rnn_ntk.stats import Fit
+    assert fmt_interval(0.5, (0.25, 1.0)) == "0.500 [0.250, 1.000]"
+    assert fmt_interval(-0.5, (-1, 0.25), 2, signed=True) == "-0.50 [-1.00, +0.25]"
+    assert fmt_fit(Fit(-0.51, 0.0, 0.01, 0.9, (-0.53, -0.49)), 4) == "-0.5100 [-0.5300, -0.4900]"
