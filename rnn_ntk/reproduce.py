@@ -6,7 +6,8 @@ Each experiment is a module ``rnn_ntk.experiments.<name>`` (the repository's
     NAME: str                                   short id, e.g. "b2_no_explosion"
     TITLE: str                                  one line for the gallery
     def run(results_dir, scale="default")       compute and store results under results_dir/NAME;
-                                                resumable: finished pieces are not recomputed
+                                                resumable: a stored piece is reused only when the
+                                                settings that made it are equal (protocol.is_done)
     def figures(results_dir, fig_dir) -> list   draw from stored results only (PNG + PDF)
     def claims(results_dir) -> list[Claim]      the measured statistics and verdicts for RESULTS.md
 
