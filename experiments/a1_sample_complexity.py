@@ -49,7 +49,6 @@ A1.4  the RNN learns: log-log slope of err_RNN(m_max) against N < 0 (interval ex
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,8 +58,9 @@ import numpy as np
 
 from rnn_ntk import model, plots, stats, sweep, tasks
 from rnn_ntk.kernels.infinite import infinite_kernels
-from rnn_ntk.reproduce import (Claim, check_scale, load_arrays, relative_error, save_arrays,
-                               store_position_errors)
+from rnn_ntk.experiments.protocol import (fmt_fit, fmt_interval, is_done, load_piece, save_piece,
+                                         settings, stored_setting, sweep_store)
+from rnn_ntk.reproduce import Claim, check_scale, relative_error, store_position_errors
 
 NAME = "a1_sample_complexity"
 TITLE = ("Sample complexity nearly independent of width (Allen-Zhu & Li 2019): online SGD on the "
@@ -147,7 +147,7 @@ def rnn_spec(st: Setting, N: int, lr: float) -> sweep.Spec:
 def _train_piece(N: int, st: Setting, lr: float, store_dir) -> dict[str, np.ndarray]:
     """Run (or resume) the piece's sweep into store_dir and return err (widths, seeds, T-1), the
     engine's final test loss and divergence flag per run (runs width-major, seed last)."""
-    sweep.run_sweep(rnn_spec(st, N, lr), store_dir, resume=True)
+    sweep_store(rnn_spec(st, N, lr), store_dir)
     res = store_position_errors(store_dir)
     want_w = np.repeat(np.asarray(st.widths), st.seeds)
     want_s = np.tile(np.arange(st.seeds), len(st.widths))
@@ -157,39 +157,48 @@ def _train_piece(N: int, st: Setting, lr: float, store_dir) -> dict[str, np.ndar
             "diverged": res["diverged"], "test_loss": res["test_loss"]}
 
 
+def _kernel_piece(st: Setting) -> np.ndarray:
+    """Kernel-regression relative errors per seed, n and position: (seeds, len(ns), T-1)."""
+    nmax = max(st.ns)
+    errs = []
+    with jax.enable_x64(True):
+        for s in range(st.seeds):
+            data = tasks.sample_task(task_config(nmax, st.n_test), jax.random.fold_in(run_key(s), 1),
+                                     {"eps_x": EPS_X}, dtype=jnp.float64)
+            _, H = infinite_kernels(model_config(1), data.x_train)
+            _, Ht = infinite_kernels(model_config(1), data.x_test, data.x_train)
+            errs.append(kernel_regression_errors(H, Ht, np.asarray(data.y_train)[..., 0],
+                                                 np.asarray(data.y_test)[..., 0], st.ns))
+    return np.asarray(errs)
+
+
 def run(results_dir, scale: str = "default") -> None:
+    """Every piece (step, kernel regression, one training sweep per N); a stored piece is reused
+    only when it was made with this scale's settings (``protocol.is_done``)."""
     st = SETTINGS[check_scale(scale)]
     out = Path(results_dir) / NAME
-    meta = {"scale": scale, "setting": st._asdict()}
+    want = settings(scale, st)
     lp = out / "lr.npz"
-    if not lp.exists():
-        save_arrays(lp, meta, lr_ntk=np.asarray(ntk_lr()))
-    lr = float(load_arrays(lp)[0]["lr_ntk"])
+    if not is_done(lp, want):
+        save_piece(lp, want, lr_ntk=np.asarray(ntk_lr()))
+    lr = float(load_piece(lp, want)[0]["lr_ntk"])
     kp = out / "kernel_regression.npz"
-    if not kp.exists():
-        nmax = max(st.ns)
-        errs = []
-        with jax.enable_x64(True):
-            for s in range(st.seeds):
-                data = tasks.sample_task(task_config(nmax, st.n_test), jax.random.fold_in(run_key(s), 1),
-                                         {"eps_x": EPS_X}, dtype=jnp.float64)
-                _, H = infinite_kernels(model_config(1), data.x_train)
-                _, Ht = infinite_kernels(model_config(1), data.x_test, data.x_train)
-                errs.append(kernel_regression_errors(H, Ht, np.asarray(data.y_train)[..., 0],
-                                                     np.asarray(data.y_test)[..., 0], st.ns))
-        save_arrays(kp, meta, err=np.asarray(errs), ns=np.asarray(st.ns))   # (S, len(ns), T-1)
+    if not is_done(kp, want):
+        save_piece(kp, want, err=_kernel_piece(st), ns=np.asarray(st.ns))   # (S, len(ns), T-1)
     for N in st.ns:
         p = out / f"train_N{N}.npz"
-        if not p.exists():
-            save_arrays(p, meta, **_train_piece(N, st, lr, out / "rnn" / f"N{N}"))
+        if not is_done(p, want):
+            save_piece(p, want, **_train_piece(N, st, lr, out / "rnn" / f"N{N}"))
 
 
 def _load(results_dir):
+    """(setting, RNN errors (widths, seeds, ns), kernel errors (seeds, ns)) of the last run; every
+    piece must have been made with the setting stored in kernel_regression.npz."""
     out = Path(results_dir) / NAME
-    kr, meta = load_arrays(out / "kernel_regression.npz")
-    st = Setting(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["setting"].items()})
-    E = np.stack([load_arrays(out / f"train_N{N}.npz")[0]["err"].mean(-1) for N in st.ns],
-                 axis=-1)                                # (widths, seeds, ns)
+    kr, meta = load_piece(out / "kernel_regression.npz")
+    st = stored_setting(meta, Setting)
+    E = np.stack([load_piece(out / f"train_N{N}.npz", meta["settings"])[0]["err"].mean(-1)
+                  for N in st.ns], axis=-1)              # (widths, seeds, ns)
     return st, E, kr["err"].mean(-1)                     # kr: (seeds, ns)
 
 
@@ -219,7 +228,7 @@ def claims(results_dir) -> list[Claim]:
     ns, ws = np.asarray(st.ns), np.asarray(st.widths)
     out = []
     fits = [stats.fit_power_law(ws, E[:, :, j].T) for j in range(len(ns))]
-    txt = "; ".join(f"N={n}: {f.slope:+.3f} [{f.ci95[0]:+.3f}, {f.ci95[1]:+.3f}]"
+    txt = "; ".join(f"N={n}: {fmt_fit(f, signed=True)}"
                     for n, f in zip(ns, fits))
     worst = max(fits, key=lambda f: abs(f.slope))
     ci = (min(abs(worst.ci95[0]), abs(worst.ci95[1])) if worst.ci95[0] * worst.ci95[1] > 0 else 0.0,
@@ -229,7 +238,7 @@ def claims(results_dir) -> list[Claim]:
                      stats.verdict(abs(worst.slope), ci, 0.0, 0.2)))
     wmax = max(fits, key=lambda f: f.slope)
     out.append(Claim(NAME, "larger width never hurts", "max over N of the slope vs m",
-                     f"{wmax.slope:+.3f} [{wmax.ci95[0]:+.3f}, {wmax.ci95[1]:+.3f}]", "<= 0.05",
+                     fmt_fit(wmax, signed=True), "<= 0.05",
                      stats.verdict(wmax.slope, wmax.ci95, -np.inf, 0.05)))
     rng = np.random.default_rng(0)
     Em, S = E[-1], E.shape[1]
@@ -243,23 +252,12 @@ def claims(results_dir) -> list[Claim]:
     ci = tuple(np.percentile(boots, [2.5, 97.5]))
     out.append(Claim(NAME, "the RNN tracks infinite-width kernel regression",
                      f"geometric mean over N of err_RNN(m={int(ws[-1])}) / err_KR",
-                     f"{est:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", "in [0.5, 2]",
+                     fmt_interval(est, ci), "in [0.5, 2]",
                      stats.verdict(est, ci, 0.5, 2.0)))
     f = stats.fit_power_law(ns, Em)
     out.append(Claim(NAME, "the RNN learns the concept class (error falls with N)",
                      f"log-log slope of err_RNN(m={int(ws[-1])}) vs N",
-                     f"{f.slope:+.3f} [{f.ci95[0]:+.3f}, {f.ci95[1]:+.3f}]", "< 0",
+                     fmt_fit(f, signed=True), "< 0",
                      stats.verdict(f.slope, f.ci95, -np.inf, -1e-12)))
     return out
 
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", default="default", choices=["ci", "default", "large"])
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    a = ap.parse_args()
-    run(a.results, a.scale)
-    figures(a.results, a.figures)
-    for c in claims(a.results):
-        print(f"[{c.verdict}] {c.claim}: {c.statistic} = {c.value} (criterion {c.criterion})")

@@ -63,7 +63,6 @@ A2.2  uniform over positions, per arm, at the largest N: max_t e_t / mean_t e_t 
 """
 from __future__ import annotations
 
-import argparse
 import math
 import string
 from pathlib import Path
@@ -76,10 +75,10 @@ import numpy as np
 
 from rnn_ntk import plots, stats, sweep, tasks
 from rnn_ntk.kernels.infinite import infinite_kernels
-from rnn_ntk.reproduce import (Claim, check_scale, load_arrays, load_experiment, save_arrays,
-                               store_position_errors)
-
-a1 = load_experiment("a1_sample_complexity")
+from rnn_ntk.experiments import a1_sample_complexity as a1
+from rnn_ntk.experiments.protocol import (is_done, load_piece, save_piece, settings,
+                                         stored_setting, sweep_store)
+from rnn_ntk.reproduce import Claim, check_scale, store_position_errors
 
 NAME = "a2_length_dependence"
 TITLE = ("Sample complexity vs length L (Allen-Zhu & Li 2019): online SGD on the concept class and "
@@ -223,34 +222,36 @@ def rnn_spec(st: Setting, L: int, N: int, lr: float) -> sweep.Spec:
 def run(results_dir, scale: str = "default") -> None:
     st = SETTINGS[check_scale(scale)]
     out = Path(results_dir) / NAME
-    meta = {"scale": scale, "setting": st._asdict()}
+    want = settings(scale, st)
     for L in st.lengths:
         p = out / f"kernel_L{L}.npz"
-        if not p.exists():
-            save_arrays(p, meta, err=_kernel_piece(st, L), ns=np.asarray(st.ns))
+        if not is_done(p, want):
+            save_piece(p, want, err=_kernel_piece(st, L), ns=np.asarray(st.ns))
     lp = out / "lr.npz"
-    if not lp.exists():
+    if not is_done(lp, want):
         lrs = [a1.ntk_lr(length=L + 1) for L in st.lengths]
-        save_arrays(lp, meta, lengths=np.asarray(st.lengths), lr_ntk=np.asarray(lrs))
-    arr = load_arrays(lp)[0]
+        save_piece(lp, want, lengths=np.asarray(st.lengths), lr_ntk=np.asarray(lrs))
+    arr = load_piece(lp, want)[0]
     lr = dict(zip(arr["lengths"].tolist(), arr["lr_ntk"].tolist()))
     for L in st.lengths:
         for N in st.rnn_ns:
             p = out / f"rnn_L{L}_N{N}.npz"
-            if p.exists():
+            if is_done(p, want):
                 continue
             store_dir = out / "rnn" / f"L{L}_N{N}"
-            sweep.run_sweep(rnn_spec(st, L, N, lr[L]), store_dir, resume=True)
+            sweep_store(rnn_spec(st, L, N, lr[L]), store_dir)
             res = store_position_errors(store_dir)
-            save_arrays(p, meta, **{k: res[k] for k in ("err", "test_loss", "diverged")})
+            save_piece(p, want, **{k: res[k] for k in ("err", "test_loss", "diverged")})
 
 
 def _load(results_dir):
+    """Every stored piece of the last run; each must have been made with the settings stored in
+    lr.npz (``protocol.load_piece``)."""
     out = Path(results_dir) / NAME
-    arr, meta = load_arrays(out / "lr.npz")
-    st = Setting(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["setting"].items()})
-    kern = {L: load_arrays(out / f"kernel_L{L}.npz")[0]["err"] for L in st.lengths}
-    pieces = {L: [load_arrays(out / f"rnn_L{L}_N{N}.npz")[0] for N in st.rnn_ns]
+    arr, meta = load_piece(out / "lr.npz")
+    st, want = stored_setting(meta, Setting), meta["settings"]
+    kern = {L: load_piece(out / f"kernel_L{L}.npz", want)[0]["err"] for L in st.lengths}
+    pieces = {L: [load_piece(out / f"rnn_L{L}_N{N}.npz", want)[0] for N in st.rnn_ns]
               for L in st.lengths}
     rnn = {L: np.stack([p["err"] for p in pieces[L]], axis=1) for L in st.lengths}  # (S, N, L)
     n_div = sum(int(p["diverged"].sum()) for L in st.lengths for p in pieces[L])
@@ -372,14 +373,3 @@ def claims(results_dir) -> list[Claim]:
                          uniformity_verdict(ratios, means, learned)))
     return out
 
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", default="default", choices=["ci", "default", "large"])
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    a = ap.parse_args()
-    run(a.results, a.scale)
-    figures(a.results, a.figures)
-    for c in claims(a.results):
-        print(f"[{c.verdict}] {c.claim}: {c.statistic} = {c.value} (criterion {c.criterion})")

@@ -53,7 +53,9 @@ import jax
 import numpy as np
 
 from rnn_ntk import plots, stats
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, load_experiment, save_arrays
+from rnn_ntk.experiments import l1_net_vs_linearized as l1
+from rnn_ntk.experiments.protocol import fmt_fit, is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "b1_linear_convergence"
 TITLE = ("Linear convergence of full-batch GD on random labels (ReLU Elman RNN): log loss vs "
@@ -66,8 +68,6 @@ R2_MIN = 0.99
 MIN_LATE_POINTS = 3
 MIN_FIT_WIDTHS = 3
 
-
-l1 = load_experiment("l1_net_vs_linearized")   # one module object per process
 BASE_SEED = 2019
 
 SETTINGS = {
@@ -133,14 +133,14 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
         meta = {"scale": scale, "width": m, "setting": st._asdict(), "c_step": l1.C_STEP,
                 "delta": l1.DELTA, "base_seed": BASE_SEED}
         path = _path(results_dir, m)
-        if l1._done(path, meta):
+        if is_done(path, l1.comparable(meta)):
             continue
         for stale in path.parent.glob("width_*.npz"):
             if load_arrays(stale)[1].get("scale") != scale:
                 stale.unlink()
         with jax.enable_x64(True):
             out = l1.train_width(st, m, linearized=False, kernel=False, base_seed=BASE_SEED)
-        save_arrays(path, meta, **out)
+        save_piece(path, l1.comparable(meta), meta, **out)
 
 
 def load(results_dir: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -268,7 +268,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
     else:
         out.append(Claim(NAME, f"B1.2 steps to {EPS:g} of the initial loss do not grow with m at "
                          f"fixed eta*m ({rng}; {te[0]:.0f} steps at m={wt[0]}, {te[-1]:.0f} "
-                         f"at m={wt[-1]}{exc})", "log-log slope of t_eps vs m", l1.fmt_fit(f),
+                         f"at m={wt[-1]}{exc})", "log-log slope of t_eps vs m", fmt_fit(f),
                          f"|slope| < {FLAT_TOL}", stats.verdict(f.slope, f.ci95, -FLAT_TOL, FLAT_TOL)))
     f = s["fits"].get("rel_err")
     ok = s["complete"]["rel_err"]
@@ -283,6 +283,6 @@ def claims(results_dir: str | Path) -> list[Claim]:
                          f"phase in every seed)", "slope <= 0",
                          "inconclusive"))
     else:
-        out.append(Claim(NAME, claim, "log-log slope of the relative error vs m", l1.fmt_fit(f),
+        out.append(Claim(NAME, claim, "log-log slope of the relative error vs m", fmt_fit(f),
                          "slope <= 0", stats.verdict(f.slope, f.ci95, -math.inf, 0.0)))
     return out

@@ -74,7 +74,9 @@ import numpy as np
 
 from rnn_ntk import model, plots, stats, tasks
 from rnn_ntk.kernels.vtransforms import get_vtransform
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import fmt_interval, is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
+from rnn_ntk.stats import combine, fit_rate
 
 NAME = "b2_no_explosion"
 TITLE = ("No exponential explosion at initialisation (Allen-Zhu, Li & Song 2019): forward norms "
@@ -321,36 +323,11 @@ def exit_length_exponent(widths: np.ndarray, r_WSL: np.ndarray, tol: float = TOL
     return out
 
 
-def fit_rate(lags: np.ndarray, y_SK: np.ndarray) -> stats.Fit:
-    """Per-step slope of ln(seed-mean y) against the lag, with the seed bootstrap of
-    stats.fit_power_law (a line in ln y vs k is a power law in e^k)."""
-    return stats.fit_power_law(np.exp(np.asarray(lags, np.float64)), y_SK)
-
-
-def combine(verdicts: list[str]) -> str:
-    """All agree -> agrees; any disagrees -> disagrees; else inconclusive."""
-    if all(v == "agrees" for v in verdicts):
-        return "agrees"
-    if any(v == "disagrees" for v in verdicts):
-        return "disagrees"
-    return "inconclusive"
-
-
 # ----------------------------------------------------------------------------------------------
 # run: resumable pieces, one .npz per (activation, c, width)
 
 def _settings_meta(st: Setting, scale: str) -> dict[str, Any]:
     return json.loads(json.dumps({"scale": scale, **st._asdict()}))
-
-
-def _done(path: Path, meta: dict[str, Any]) -> bool:
-    if not path.exists():
-        return False
-    try:
-        _, m = load_arrays(path)
-    except Exception:  # an unreadable file is recomputed
-        return False
-    return m.get("settings") == meta
 
 
 def _c_tag(c: float) -> str:
@@ -382,7 +359,7 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
             for c in CS:
                 for m in st.widths:
                     path = _fwd_path(out, act, c, m)
-                    if _done(path, meta):
+                    if is_done(path, meta):
                         continue
                     cfg = model_config(act, arrays_at(m))
                     sc = scales_for(cfg, c, m, jnp.float32)
@@ -390,11 +367,11 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
                         cfg, seed_params(m, s, arrays_at(m)), xs[s], sc)) for s in range(st.seeds)])
                     pred = np.stack([mean_field(act, math.sqrt(2 * c), cfg.sigma_u, cfg.sigma_b,
                                                 np.asarray(xs[s]))[0] for s in range(st.seeds)])
-                    save_arrays(path, {"settings": meta, "activation": act, "c": c, "width": m},
-                                norm2=norm2, pred=pred)
+                    save_piece(path, meta, {"activation": act, "c": c, "width": m},
+                               norm2=norm2, pred=pred)
                 for m in st.jac_widths:
                     path = _jac_path(out, act, c, m)
-                    if _done(path, meta):
+                    if is_done(path, meta):
                         continue
                     cfg = model_config(act, arrays_at(m))
                     sc = scales_for(cfg, c, m, jnp.float32)
@@ -410,9 +387,9 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
                                              np.asarray(x0))[1][0]
                         cum = np.concatenate([[0.0], np.cumsum(log_chi[START:])])  # t = a+1 ..
                         mf.append(0.5 * cum[lags])
-                    save_arrays(path, {"settings": meta, "activation": act, "c": c, "width": m},
-                                sigma=np.stack(sig), rel_change=np.stack(rel), mf_log=np.stack(mf),
-                                lags=lags)
+                    save_piece(path, meta, {"activation": act, "c": c, "width": m},
+                               sigma=np.stack(sig), rel_change=np.stack(rel), mf_log=np.stack(mf),
+                               lags=lags)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -542,10 +519,6 @@ def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------
 # claims
 
-def _fmt_ci(est: float, ci: tuple[float, float], nd: int = 3) -> str:
-    return f"{est:.{nd}f} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
-
-
 def claims(results_dir: str | Path) -> list[Claim]:
     res = _scan(results_dir)
     out: list[Claim] = []
@@ -563,7 +536,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
                            f"the seed mean stays in the band for the first {ls} steps; at "
                            f"l = {r.shape[1]} {up} of {r.shape[0]} seeds are above 2x the "
                            f"prediction and {down} below 0.5x)",
-                     "max_l |R_l - 1| (seed bootstrap 95%)", _fmt_ci(est, ci), "<= 0.10", v)
+                     "max_l |R_l - 1| (seed bootstrap 95%)", fmt_interval(est, ci), "<= 0.10", v)
 
     out.append(forward_claim("relu", "B2.1 ReLU"))
 
@@ -579,7 +552,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
     out.append(Claim(NAME, f"B2.2 ReLU c = 1: the length over which the forward norm follows the "
                            f"recursion grows polynomially with width (l* per width: {lst})",
                      "power-law exponent of l*(m) (seed bootstrap 95%)",
-                     _fmt_ci(ex["slope"], ex["ci"], 2) + f" over {ex['n_used']} widths",
+                     fmt_interval(ex["slope"], ex["ci"], 2) + f" over {ex['n_used']} widths",
                      "in [0.25, 1.0]", v2))
 
     m = _widths(res, "jac", "relu", 1.0)[-1]
@@ -591,12 +564,12 @@ def claims(results_dir: str | Path) -> list[Claim]:
                            f"lag (m = {m}, lags 1..{lags[-1]}; {n_poly} of {sig.shape[0]} seeds "
                            f"alone have a slope < 1)",
                      "log-log slope of the seed-mean sigma_max vs lag (seed bootstrap 95%)",
-                     _fmt_ci(p.slope, p.ci95), "< 1", stats.verdict(p.slope, p.ci95, -np.inf, 1.0)))
+                     fmt_interval(p.slope, p.ci95), "< 1", stats.verdict(p.slope, p.ci95, -np.inf, 1.0)))
     keep = lags >= MIN_FIT_LAG
     b = fit_rate(lags[keep], sig[:, keep])
     out.append(Claim(NAME, f"B2.4 ReLU c = 1: backward log-norm flat in the lag (m = {m})",
                      f"slope of ln sigma_max per step, lags >= {MIN_FIT_LAG} (seed bootstrap 95%)",
-                     _fmt_ci(b.slope, b.ci95, 4), "|slope| <= 0.05",
+                     fmt_interval(b.slope, b.ci95, 4), "|slope| <= 0.05",
                      stats.verdict(b.slope, b.ci95, -0.05, 0.05)))
 
     for c in (2.0, 0.5):
@@ -613,7 +586,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         out.append(Claim(NAME, f"B2.5 ReLU c = {c:g}: backward log-norm linear in the lag with the "
                                f"mean-field rate (1/2) ln c = {target:.3f} (m = {m})",
                          f"slope of ln sigma_max per step, lags >= {MIN_FIT_LAG}; R^2",
-                         _fmt_ci(b.slope, b.ci95, 4) + f"; R^2 = {b.r2:.4f}",
+                         fmt_interval(b.slope, b.ci95, 4) + f"; R^2 = {b.r2:.4f}",
                          f"in [{target - tol:.3f}, {target + tol:.3f}] and R^2 >= 0.95", v))
 
     out.append(forward_claim("tanh", "B2.6 tanh"))
@@ -628,7 +601,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         mf = fit_rate(lags[keep], np.exp(a["mf_log"][:, keep])).slope
         tol = 0.25 * abs(mf) + 0.02
         vs.append(stats.verdict(b.slope, b.ci95, mf - tol, mf + tol))
-        parts.append(f"c={c:g}: {_fmt_ci(b.slope, b.ci95, 3)} vs mf {mf:.3f}")
+        parts.append(f"c={c:g}: {fmt_interval(b.slope, b.ci95, 3)} vs mf {mf:.3f}")
     out.append(Claim(NAME, f"B2.7 tanh: backward log-norm changes at the mean-field rate "
                            f"(1/2) ln(s_w^2 E phi'(g)^2) (m = {m})",
                      f"slope of ln sigma_max per step, lags >= {MIN_FIT_LAG}, vs mean-field slope",

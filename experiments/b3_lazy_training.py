@@ -50,7 +50,10 @@ import jax
 import numpy as np
 
 from rnn_ntk import plots, stats
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, load_experiment, save_arrays
+from rnn_ntk.experiments import b1_linear_convergence as b1
+from rnn_ntk.experiments import l1_net_vs_linearized as l1
+from rnn_ntk.experiments.protocol import fmt_fit, is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "b3_lazy_training"
 TITLE = ("Lazy training (Allen-Zhu, Li & Song 2019): weight movement, ReLU sign flips, kernel "
@@ -59,10 +62,6 @@ TITLE = ("Lazy training (Allen-Zhu, Li & Song 2019): weight movement, ReLU sign 
 SIGN_FLIP_MAX_SLOPE = -1.0 / 3.0
 
 
-l1 = load_experiment("l1_net_vs_linearized")   # one module object per process
-
-
-b1 = load_experiment("b1_linear_convergence")   # one module object per process
 DELTAS = (0.4, 0.2, 0.1, 0.05)
 DELTA_SEED = 4242
 DELTA_SETTINGS = {
@@ -85,7 +84,7 @@ def run_deltas(results_dir: str | Path, scale: str) -> None:
     meta = {"scale": scale, "width": st.widths[0], "setting": st._asdict(), "deltas": list(DELTAS),
             "c_step": l1.C_STEP, "base_seed": DELTA_SEED}
     path = _delta_path(results_dir)
-    if l1._done(path, meta):
+    if is_done(path, l1.comparable(meta)):
         return
     m = st.widths[0]
     outs = []
@@ -94,7 +93,7 @@ def run_deltas(results_dir: str | Path, scale: str) -> None:
             outs.append(l1.train_width(st, m, linearized=False, kernel=False,
                                        base_seed=DELTA_SEED, delta=d))
     keys = ("train_loss", "lr", "lam_min", "lam_max", "diverged")
-    save_arrays(path, meta, deltas=np.asarray(DELTAS), steps=outs[0]["steps"],
+    save_piece(path, l1.comparable(meta), meta, deltas=np.asarray(DELTAS), steps=outs[0]["steps"],
                 **{k: np.stack([o[k] for o in outs]) for k in keys})
 
 
@@ -195,7 +194,7 @@ def _claim(fits, key, claim, statistic, lo, hi, criterion) -> Claim:
     if f is None:
         return Claim(NAME, claim, statistic, "not measurable (non-positive values)", criterion,
                      "inconclusive")
-    return Claim(NAME, claim, statistic, l1.fmt_fit(f), criterion,
+    return Claim(NAME, claim, statistic, fmt_fit(f), criterion,
                  stats.verdict(f.slope, f.ci95, lo, hi))
 
 
@@ -243,5 +242,5 @@ def claims(results_dir: str | Path) -> list[Claim]:
             out.append(Claim(NAME, f"B3.5 steps to converge grow no faster than delta^-2 "
                              f"(m = {d['width']}, delta {min(DELTAS)}..{max(DELTAS)}; measured "
                              f"{near}; 1/(lr lambda_min(K_0)) slope {fk.slope:.2f})", stat,
-                             l1.fmt_fit(f), crit, stats.verdict(f.slope, f.ci95, -2.0, math.inf)))
+                             fmt_fit(f), crit, stats.verdict(f.slope, f.ci95, -2.0, math.inf)))
     return out

@@ -53,7 +53,6 @@ A verdict is 'disagrees' when the whole interval misses the criterion (stats.ver
 """
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -65,7 +64,9 @@ import numpy as np
 from rnn_ntk import model, plots, stats, sweep, tasks
 from rnn_ntk.dynamics import kernel_regression
 from rnn_ntk.kernels.infinite import infinite_kernels
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import (fmt_fit, fmt_interval, is_done, load_piece, save_piece,
+                                         settings, sweep_store)
+from rnn_ntk.reproduce import Claim, check_scale
 from rnn_ntk.store import load_results
 
 NAME = "c1_kernel_complexity"
@@ -209,25 +210,31 @@ def train_results(store_dir) -> dict[str, np.ndarray]:
 def run(results_dir, scale: str = "default") -> None:
     st = SETTINGS[check_scale(scale)]
     out = Path(results_dir) / NAME
-    meta = {"scale": scale, "setting": st._asdict()}
+    want = settings(scale, st)
     for t in TARGETS:
         kp = out / f"kernel_{t.name}.npz"
-        if not kp.exists():
-            save_arrays(kp, meta, **_kernel_piece(t, st))
+        if not is_done(kp, want):
+            save_piece(kp, want, **_kernel_piece(t, st))
     for t in TARGETS:
         tp = out / f"train_{t.name}.npz"
-        if not tp.exists():
-            k, _ = load_arrays(out / f"kernel_{t.name}.npz")
+        if not is_done(tp, want):
+            k, _ = load_piece(out / f"kernel_{t.name}.npz", want)
             store_dir = out / "train" / t.name
             spec = train_spec(t, st, train_lr(st, float(np.mean(k["lam_max"]))))
-            sweep.run_sweep(spec, store_dir, resume=True)
-            save_arrays(tp, meta, **train_results(store_dir))
+            sweep_store(spec, store_dir)
+            save_piece(tp, want, **train_results(store_dir))
 
 
 def _load(results_dir):
+    """Every stored piece of the last run; each must have been made with the settings of the
+    first target's kernel piece (``protocol.load_piece``)."""
     out = Path(results_dir) / NAME
-    K = {t.name: load_arrays(out / f"kernel_{t.name}.npz")[0] for t in TARGETS}
-    R = {t.name: load_arrays(out / f"train_{t.name}.npz")[0] for t in TARGETS}
+    want = load_piece(out / f"kernel_{TARGETS[0].name}.npz")[1].get("settings")
+    if want is None:
+        raise FileNotFoundError(f"results under {out} have no settings (an older format); run "
+                                f"the experiment again")
+    K = {t.name: load_piece(out / f"kernel_{t.name}.npz", want)[0] for t in TARGETS}
+    R = {t.name: load_piece(out / f"train_{t.name}.npz", want)[0] for t in TARGETS}
     return K, R
 
 
@@ -284,7 +291,7 @@ def claims(results_dir) -> list[Claim]:
     out = []
 
     def row(claim, statistic, est, ci, crit, lo, hi):
-        out.append(Claim(NAME, claim, statistic, f"{est:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", crit,
+        out.append(Claim(NAME, claim, statistic, fmt_interval(est, ci), crit,
                          stats.verdict(est, ci, lo, hi)))
 
     arrN = [K[n]["measure"][:, -1] for n in N_SERIES]
@@ -298,7 +305,7 @@ def claims(results_dir) -> list[Claim]:
     fits = {n: stats.fit_power_law(ns, K[n]["measure"]) for n in BOUNDED}
     worst = max(BOUNDED, key=lambda n: fits[n].slope)
     f = fits[worst]
-    txt = "; ".join(f"{n} {fits[n].slope:+.3f} [{fits[n].ci95[0]:+.3f}, {fits[n].ci95[1]:+.3f}]"
+    txt = "; ".join(f"{n} {fmt_fit(fits[n], signed=True)}"
                     for n in BOUNDED)
     out.append(Claim(NAME, "complexity stays bounded in n for additive / N=1 / N=2,l0=1 targets",
                      "log-log slope of complexity vs n (worst of three)", txt, "every slope <= 0.1",
@@ -306,7 +313,7 @@ def claims(results_dir) -> list[Claim]:
     fr = stats.fit_power_law(ns, K["random"]["measure"])
     out.append(Claim(NAME, "complexity does not shrink for random labels",
                      "log-log slope of complexity vs n (random labels)",
-                     f"{fr.slope:+.3f} [{fr.ci95[0]:+.3f}, {fr.ci95[1]:+.3f}]", ">= 0",
+                     fmt_fit(fr, signed=True), ">= 0",
                      stats.verdict(fr.slope, fr.ci95, 0.0, np.inf)))
     arrM = [K[t.name]["measure"][:, -1] for t in TARGETS]
     arrE = [R[t.name]["test_mse"] for t in TARGETS]
@@ -316,7 +323,7 @@ def claims(results_dir) -> list[Claim]:
     rho_kr = stats.spearman([a.mean() for a in arrM], kr)
     out.append(Claim(NAME, "complexity ranking matches the ranking of trained-RNN test errors",
                      f"Spearman(complexity, RNN test MSE) over {nm} targets, n={nlast}",
-                     f"{est:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] (vs infinite-width kernel regression "
+                     f"{fmt_interval(est, ci)} (vs infinite-width kernel regression "
                      f"error: {rho_kr:.3f})", "> 0.5",
                      stats.verdict(est, ci, 0.5 + 1e-12, 1.0)))
     a1, a01 = K["additive"]["measure"][:, -1], K["additive_eps0.1"]["measure"][:, -1]
@@ -324,18 +331,7 @@ def claims(results_dir) -> list[Claim]:
     e1, e01 = R["additive"]["test_mse"].mean(), R["additive_eps0.1"]["test_mse"].mean()
     out.append(Claim(NAME, "unit-norm tokens are not worse than shrunk ones (additive target)",
                      f"complexity(eps=1) / complexity(eps=0.1) at n={nlast}",
-                     f"{est:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] (RNN test MSE {e1:.3f} vs {e01:.3f})",
+                     f"{fmt_interval(est, ci)} (RNN test MSE {e1:.3f} vs {e01:.3f})",
                      "<= 1", stats.verdict(est, ci, 0.0, 1.0)))
     return out
 
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--scale", default="default", choices=["ci", "default", "large"])
-    ap.add_argument("--results", default="results/")
-    ap.add_argument("--figures", default="figures/")
-    a = ap.parse_args()
-    run(a.results, a.scale)
-    figures(a.results, a.figures)
-    for c in claims(a.results):
-        print(f"[{c.verdict}] {c.claim}: {c.statistic} = {c.value} (criterion {c.criterion})")

@@ -82,14 +82,14 @@ D1.2  growth clearly below sqrt(n): exponent p of the log-log OLS fit of m* on n
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from rnn_ntk import plots, stats, store, sweep, tasks, train
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import is_done, save_piece, sweep_store
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "d1_width_vs_log_n"
 TITLE = ("Width needed vs n (Cayci & Eryilmaz 2024): smallest width m*(n) of a projected-GD "
@@ -270,26 +270,11 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
     """The sweep (resumable: finished chunks are skipped; a store of another spec, e.g. another
     scale, is replaced) and the teachers' transport bounds."""
     spec = spec_for(scale)
-    out = _store_dir(results_dir)
-    complete = False
-    if (out / store.HEADER).exists():
-        if store.read_header(out).get("spec") != spec.resolved:
-            shutil.rmtree(out)
-        else:
-            complete = (len(store.done_runs(out)) == len(sweep.expand_runs(spec))
-                        and (out / store.RESULTS).is_dir())
-    if not complete:
-        sweep.run_sweep(spec, out, resume=True)
+    sweep_store(spec, _store_dir(results_dir))
     tpath = _teacher_path(results_dir)
-    meta = {"spec_hash": store.spec_hash(spec.resolved)}
-    done = False
-    if tpath.exists():
-        try:
-            done = load_arrays(tpath)[1] == meta
-        except Exception:  # unreadable: recompute
-            done = False
-    if not done:
-        save_arrays(tpath, meta, **teacher_bounds(spec))
+    want = {"spec_hash": store.spec_hash(spec.resolved)}
+    if not is_done(tpath, want):
+        save_piece(tpath, want, **teacher_bounds(spec))
 
 
 # ----------------------------------------------------------------------------------------------

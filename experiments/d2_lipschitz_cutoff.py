@@ -69,7 +69,9 @@ import numpy as np
 
 from rnn_ntk import model, plots, stats, tasks, train
 from rnn_ntk.kernels.empirical import empirical_ntk
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import fmt_fit, is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
+from rnn_ntk.stats import combine, fit_rate
 
 NAME = "d2_lipschitz_cutoff"
 TITLE = ("Activation-Lipschitz cutoff (Cayci & Eryilmaz 2024): diagonal tanh RNN gradients, NTK "
@@ -215,20 +217,6 @@ def lag_ratio(n_long: np.ndarray, n_short: np.ndarray, budget: int) -> tuple[flo
     return ml / max(ms, 1.0), long_c, short_c
 
 
-def fit_rate(x: np.ndarray, y_SX: np.ndarray) -> stats.Fit:
-    """Per-step slope of ln(seed-mean y) against x with the seed bootstrap of
-    stats.fit_power_law (a line in ln y vs x is a power law in e^x)."""
-    return stats.fit_power_law(np.exp(np.asarray(x, np.float64)), y_SX)
-
-
-def combine(verdicts: list[str]) -> str:
-    if all(v == "agrees" for v in verdicts):
-        return "agrees"
-    if any(v == "disagrees" for v in verdicts):
-        return "disagrees"
-    return "inconclusive"
-
-
 # ----------------------------------------------------------------------------------------------
 # run
 
@@ -239,16 +227,6 @@ def _meta(st: Setting, scale: str, part: str) -> dict[str, Any]:
     """The settings a piece depends on ('init' or 'train' fields), as stored in its meta."""
     fields = {k: v for k, v in st._asdict().items() if (k in _INIT_FIELDS) == (part == "init")}
     return json.loads(json.dumps({"scale": scale, **fields}))
-
-
-def _done(path: Path, meta: dict[str, Any]) -> bool:
-    if not path.exists():
-        return False
-    try:
-        _, m = load_arrays(path)
-    except Exception:  # unreadable: recompute
-        return False
-    return m.get("settings") == meta
 
 
 def _tag(v: float) -> str:
@@ -335,13 +313,13 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
     with jax.enable_x64(True):
         for init, drive in VARIANTS:
             path = _init_path(out, init, drive)
-            if not _done(path, meta_i):
-                save_arrays(path, {"settings": meta_i, "init": init, "drive": drive},
-                            **_init_piece(st, init, drive))
+            if not is_done(path, meta_i):
+                save_piece(path, meta_i, {"init": init, "drive": drive},
+                           **_init_piece(st, init, drive))
         for alpha in ALPHAS:
             path = _train_path(out, alpha)
-            if not _done(path, meta_t):
-                save_arrays(path, {"settings": meta_t, "alpha": alpha}, **_train_piece(st, alpha))
+            if not is_done(path, meta_t):
+                save_piece(path, meta_t, {"alpha": alpha}, **_train_piece(st, alpha))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -501,10 +479,6 @@ def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------
 # claims
 
-def _ci(f: stats.Fit, nd: int = 3) -> str:
-    return f"{f.slope:.{nd}f} [{f.ci95[0]:.{nd}f}, {f.ci95[1]:.{nd}f}]"
-
-
 def claims(results_dir: str | Path) -> list[Claim]:
     res = _load(results_dir)
     out: list[Claim] = []
@@ -519,7 +493,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         for x in below:
             p, _ = _fits(a, idx[x])
             vs.append(stats.verdict(p.slope, p.ci95, -0.25, 0.25))
-            parts.append(f"L*alpha={x:g}: {_ci(p)}")
+            parts.append(f"L*alpha={x:g}: {fmt_fit(p)}")
         out.append(Claim(NAME, f"D2.1 below the cutoff the NTK diagonal is bounded in T ({ctx})",
                          f"log-log slope p of the NTK diagonal vs T, T >= {MIN_FIT_T}",
                          "; ".join(parts), "|p| <= 0.25 for each L*alpha < 1", combine(vs)))
@@ -527,7 +501,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
         for x in at:
             p, _ = _fits(a, idx[x])
             vs.append(stats.verdict(p.slope, p.ci95, 0.25, 2.5))
-            parts.append(f"L*alpha={x:g}: {_ci(p)}")
+            parts.append(f"L*alpha={x:g}: {fmt_fit(p)}")
         out.append(Claim(NAME, f"D2.2 at the cutoff the NTK diagonal grows polynomially in T "
                                f"({ctx})",
                          f"log-log slope p of the NTK diagonal vs T, T >= {MIN_FIT_T}",
@@ -537,7 +511,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
             _, r = _fits(a, idx[x])
             lo = math.log(L_PHI * x)
             vs.append(stats.verdict(r.slope, r.ci95, lo, np.inf))
-            parts.append(f"L*alpha={x:g}: {_ci(r, 4)} (needs >= {lo:.3f})")
+            parts.append(f"L*alpha={x:g}: {fmt_fit(r, 4)} (needs >= {lo:.3f})")
         out.append(Claim(NAME, f"D2.3 above the cutoff the NTK diagonal grows exponentially in T "
                                f"({ctx})",
                          f"per-step rate r of ln NTK diagonal vs T, T >= {MIN_FIT_T}",

@@ -41,7 +41,8 @@ from rnn_ntk import plots, stats
 from rnn_ntk.kernels.empirical import empirical_nngp, empirical_ntk
 from rnn_ntk.kernels.infinite import infinite_kernels
 from rnn_ntk.model import RNNConfig, Scales, init_params
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "kernel_convergence"
 TITLE = "Empirical NTK and NNGP converge to the infinite-width kernels like width^-1/2"
@@ -128,11 +129,11 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
         for activation, readout in SERIES:
             for m in st.widths:
                 path = _piece_path(out, activation, readout, m)
-                if path.exists() and load_arrays(path)[1].get("settings") == meta:
+                if is_done(path, meta):
                     continue
                 arrays = measure(activation, readout, m, st)
-                save_arrays(path, {"settings": meta, "activation": activation, "readout": readout,
-                                   "width": m}, **arrays)
+                save_piece(path, meta, {"activation": activation, "readout": readout, "width": m},
+                           **arrays)
 
 
 def _load(results_dir: str | Path) -> dict[tuple[str, str], dict[str, np.ndarray]]:

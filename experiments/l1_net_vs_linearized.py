@@ -74,7 +74,8 @@ import numpy as np
 from rnn_ntk import dynamics, model, plots, stats, tasks, train
 from rnn_ntk.kernels.empirical import empirical_ntk
 from rnn_ntk.kernels.infinite import infinite_kernels
-from rnn_ntk.reproduce import Claim, check_scale, load_arrays, save_arrays
+from rnn_ntk.experiments.protocol import fmt_fit, is_done, save_piece
+from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "l1_net_vs_linearized"
 TITLE = ("Network vs linearised model under full-batch GD on random labels (ReLU Elman RNN, "
@@ -236,10 +237,6 @@ def curve_distance(loss_SL: np.ndarray, ref_SL: np.ndarray) -> np.ndarray:
     return np.max(np.abs(loss - np.asarray(ref_SL, np.float64)), axis=1) / loss[:, 0]
 
 
-def fmt_fit(f: stats.Fit) -> str:
-    return f"{f.slope:.3f} [{f.ci95[0]:.3f}, {f.ci95[1]:.3f}]"
-
-
 # ----------------------------------------------------------------------------------------------
 # protocol
 
@@ -252,23 +249,12 @@ def _meta(st: Setting, scale: str, width: int) -> dict[str, Any]:
             "delta": DELTA, "base_seed": BASE_SEED}
 
 
-def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
-    """The meta of one stored piece without the list of widths (adding a width to a scale's
-    ladder must not invalidate the widths already stored)."""
+def comparable(meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings of one stored piece: its meta without the list of widths (adding a width to a
+    scale's ladder must not invalidate the widths already stored). B1 and B3 use it too."""
     out = json.loads(json.dumps(meta))
     out.get("setting", {}).pop("widths", None)
     return out
-
-
-def _done(path: Path, meta: dict[str, Any]) -> bool:
-    """Whether ``path`` holds a finished piece computed with ``meta`` (widths list aside)."""
-    if not path.exists():
-        return False
-    try:
-        _, m = load_arrays(path)
-    except Exception:
-        return False
-    return _comparable(meta) == _comparable(m)
 
 
 def run(results_dir: str | Path, scale: str = "default") -> None:
@@ -276,12 +262,12 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
     for m in st.widths:
         meta = _meta(st, scale, m)
         path = _path(results_dir, m)
-        if _done(path, meta):
+        if is_done(path, comparable(meta)):
             continue
         for stale in path.parent.glob("width_*.npz"):      # another scale's results
             if load_arrays(stale)[1].get("scale") != scale:
                 stale.unlink()
-        save_arrays(path, meta, **train_width(st, m))
+        save_piece(path, comparable(meta), meta, **train_width(st, m))
 
 
 def load(results_dir: str | Path, name: str = NAME) -> tuple[np.ndarray, dict[str, np.ndarray]]:

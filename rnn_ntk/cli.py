@@ -159,16 +159,12 @@ def _add_run(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted run in DIR: finished chunks are skipped; refused "
                         "if the spec changed since the first run")
     p.add_argument("--max-memory", metavar="SIZE",
-                   help="memory budget for one chunk of runs, e.g. 4G or 512M (default: "
-                        f"{int(100 * _memory_fraction())}%% of the available memory); buckets "
-                        "that do not fit are split into chunks")
+                   # named, not computed: building the parser must not import sweep (jax)
+                   help="memory budget for one chunk of runs, e.g. 4G or 512M (default: the "
+                        "fraction rnn_ntk.sweep.MEMORY_FRACTION of the available memory); "
+                        "buckets that do not fit are split into chunks")
     p.add_argument("--x64", action="store_true",
                    help="enable float64 in JAX (automatic when the spec asks for dtype float64)")
-
-
-def _memory_fraction() -> float:
-    from rnn_ntk import sweep
-    return sweep.MEMORY_FRACTION
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

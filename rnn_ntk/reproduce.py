@@ -1,11 +1,13 @@
 """The experiment protocol behind ``rnn-ntk reproduce`` and ``rnn-ntk figures``.
 
-Each experiment is a module ``experiments/<name>.py`` in the repository that defines
+Each experiment is a module ``rnn_ntk.experiments.<name>`` (the repository's
+``experiments/<name>.py``; shared pieces in ``rnn_ntk.experiments.protocol``) that defines
 
     NAME: str                                   short id, e.g. "b2_no_explosion"
     TITLE: str                                  one line for the gallery
     def run(results_dir, scale="default")       compute and store results under results_dir/NAME;
-                                                resumable: finished pieces are not recomputed
+                                                resumable: a stored piece is reused only when the
+                                                settings that made it are equal (protocol.is_done)
     def figures(results_dir, fig_dir) -> list   draw from stored results only (PNG + PDF)
     def claims(results_dir) -> list[Claim]      the measured statistics and verdicts for RESULTS.md
 
@@ -19,10 +21,9 @@ then rename), so an interrupted experiment never leaves a file that reads as fin
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -95,59 +96,51 @@ def write_text(path: str | Path, text: str) -> Path:
     return path
 
 
-def experiments_dir() -> Path:
-    """The repository's experiments/ folder (the package is installed editable from the repo)."""
-    here = Path(__file__).resolve().parent.parent / "experiments"
-    if not here.is_dir():
-        raise FileNotFoundError(f"no experiments/ folder next to the package (looked in {here})")
-    return here
-
-
+EXPERIMENTS_PACKAGE = "rnn_ntk.experiments"
+SHARED_MODULES = ("protocol",)          # modules of the package that are not experiments
 PROTOCOL = ("NAME", "TITLE", "run", "figures", "claims")
 
 
-def _is_experiment(path: Path) -> bool:
-    return path.suffix == ".py" and not path.name.startswith("_")
+def experiments_dir() -> Path:
+    """The folder of the experiments package (the repository's experiments/ in a checkout)."""
+    import rnn_ntk.experiments
+    return Path(rnn_ntk.experiments.__file__).resolve().parent
+
+
+def _available() -> list[str]:
+    """Names of the experiment modules of the package, sorted."""
+    import pkgutil
+
+    import rnn_ntk.experiments
+    return sorted(m.name for m in pkgutil.iter_modules(rnn_ntk.experiments.__path__)
+                  if not m.ispkg and not m.name.startswith("_") and m.name not in SHARED_MODULES)
 
 
 def load_experiment(name: str) -> ModuleType:
-    """Import experiments/NAME.py (once per process; the module is registered in sys.modules as
-    ``rnn_ntk_experiments.NAME`` because dataclasses and pickling look modules up by name).
-    Raises ValueError for an unknown name or a file that does not follow the protocol."""
-    folder = experiments_dir()
-    path = folder / f"{name}.py"
-    if not (path.is_file() and _is_experiment(path)):
-        known = sorted(p.stem for p in folder.glob("*.py") if _is_experiment(p))
-        raise ValueError(f"unknown experiment {name!r}; known: {known}")
-    mod_name = f"rnn_ntk_experiments.{name}"
-    module = sys.modules.get(mod_name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        try:
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except BaseException:
-            del sys.modules[mod_name]
-            raise
+    """The experiment module ``rnn_ntk.experiments.NAME`` (an ordinary import: one module object
+    per process). Raises ValueError for an unknown name or a module that does not follow the
+    protocol."""
+    available = _available()
+    if name not in available:
+        raise ValueError(f"unknown experiment {name!r}; known: {available}")
+    module = importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{name}")
     missing = [a for a in PROTOCOL if not hasattr(module, a)]
     if missing or module.NAME != name:
-        raise ValueError(f"experiments/{path.name} does not follow the experiment protocol "
-                         f"(missing {missing}, NAME {getattr(module, 'NAME', None)!r})")
+        raise ValueError(f"experiment module {module.__name__} does not follow the experiment "
+                         f"protocol (missing {missing}, NAME {getattr(module, 'NAME', None)!r})")
     return module
 
 
 def discover(names: Iterable[str] | None = None) -> list[ModuleType]:
-    """The experiment modules: all of experiments/*.py in file order, or the ones named (in the
+    """The experiment modules: all of the package's in name order, or the ones named (in the
     order given); unknown names raise ValueError naming them."""
-    folder = experiments_dir()
-    available = [p.stem for p in sorted(folder.glob("*.py")) if _is_experiment(p)]
+    available = _available()
     if names is None:
         return [load_experiment(n) for n in available]
     names = list(names)
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(available)}")
+        raise ValueError(f"unknown experiment(s) {unknown}; known: {available}")
     return [load_experiment(n) for n in names]
 
 

@@ -45,6 +45,14 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     return slope, intercept, se, r2
 
 
+def _ols_slopes(x: np.ndarray, y_BX: np.ndarray) -> np.ndarray:
+    """The OLS slope of each row of ``y_BX`` (B, X) on ``x`` (X,): :func:`_ols`'s slope, row by
+    row, with the same reductions (bit-identical; the seed bootstrap's B fits at once)."""
+    xm, ym = x.mean(), y_BX.mean(axis=1, keepdims=True)
+    sxx = np.sum((x - xm) ** 2)
+    return np.sum((x - xm) * (y_BX - ym), axis=1) / sxx
+
+
 def fit_line(x: Sequence[float], y: Sequence[float]) -> Fit:
     """Ordinary least squares of y on x; 95% interval slope ± 1.96 se (se from residuals)."""
     slope, intercept, se, r2 = _ols(np.asarray(x), np.asarray(y))
@@ -65,11 +73,12 @@ def fit_power_law(x: Sequence[float], y_SX: np.ndarray, *, n_boot: int = 2000, s
     if y.ndim == 1:
         slope, intercept, se, r2 = _ols(np.log(x), np.log(y))
         return Fit(slope, intercept, se, r2, (slope - 1.96 * se, slope + 1.96 * se))
-    slope, intercept, _, r2 = _ols(np.log(x), np.log(y.mean(axis=0)))
+    lx = np.log(x)
+    slope, intercept, _, r2 = _ols(lx, np.log(y.mean(axis=0)))
     rng = np.random.default_rng(seed)
     S = y.shape[0]
-    boots = np.array([_ols(np.log(x), np.log(y[rng.integers(0, S, S)].mean(axis=0)))[0]
-                      for _ in range(n_boot)])
+    idx = np.stack([rng.integers(0, S, S) for _ in range(n_boot)])     # (B, S): one draw per loop,
+    boots = _ols_slopes(lx, np.log(y[idx].mean(axis=1)))               # as the RNG stream was used
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return Fit(slope, intercept, float(boots.std(ddof=1)), r2, (float(lo), float(hi)))
 
@@ -136,3 +145,22 @@ def bootstrap_seeds(fn: Callable[..., float], arrays: Sequence[np.ndarray], n_bo
         return est, (float("nan"), float("nan"))
     lo, hi = np.percentile(vals, [2.5, 97.5])
     return est, (float(lo), float(hi))
+
+
+def fit_rate(x: Sequence[float], y_SX: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> Fit:
+    """Per-unit-x slope of ln(seed-mean y) against x: a growth (or decay) rate y ~ C e^(slope x).
+
+    The same fit and seed bootstrap as :func:`fit_power_law` (a line in ln y vs x is a power law
+    in e^x); ``y_SX`` is (X,) or (S, X) for S seeds, positive and finite."""
+    return fit_power_law(np.exp(np.asarray(x, np.float64)), y_SX, n_boot=n_boot, seed=seed)
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """One verdict from several: 'agrees' when all agree, 'disagrees' when any disagrees,
+    'inconclusive' otherwise (also for an empty list)."""
+    verdicts = list(verdicts)
+    if verdicts and all(v == "agrees" for v in verdicts):
+        return "agrees"
+    if any(v == "disagrees" for v in verdicts):
+        return "disagrees"
+    return "inconclusive"

@@ -22,3 +22,25 @@ def _drop_compiled_programs_after_module():
     yield
     from rnn_ntk import train
     train.release_compiled(force=True)
+
+
+@pytest.fixture(scope="session")
+def ci_results(tmp_path_factory):
+    """``ci_results(*names) -> Path``: one results folder for the whole session into which each
+    named experiment is run once at scale 'ci' (on first request). The experiment tests and the
+    CLI's reproduce/figures tests share these runs instead of each training its own; tests that
+    run an experiment again into it check that nothing is recomputed (the resume rule), and write
+    figures and RESULTS.md into their own tmp_path."""
+    from rnn_ntk.reproduce import load_experiment
+
+    root = tmp_path_factory.mktemp("ci_results")
+    done: set[str] = set()
+
+    def get(*names: str):
+        for name in names:
+            if name not in done:
+                load_experiment(name).run(root, "ci")
+                done.add(name)
+        return root
+
+    return get

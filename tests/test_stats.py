@@ -4,7 +4,10 @@ import pytest
 
 from scipy import stats as sstats
 
-from rnn_ntk.stats import bootstrap_seeds, fit_line, fit_power_law, mean_sem, spearman, verdict
+import math
+
+from rnn_ntk.stats import (bootstrap_seeds, combine, fit_line, fit_power_law, fit_rate, mean_sem,
+                           spearman, verdict)
 
 
 def test_power_law_recovers_known_slope_from_noisy_seeds():
@@ -72,3 +75,50 @@ def test_bootstrap_seeds_degenerate_and_spread():
     se = x.std(ddof=1) / np.sqrt(x.size)
     assert est == pytest.approx(x.mean())
     assert (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.15)
+
+
+# fit_rate and combine moved here from experiments B2 and D2 (issue 11); their tests with them
+
+
+def test_fit_rate_recovers_the_per_step_slope():
+    rng = np.random.default_rng(3)
+    k = np.arange(5, 60, 5)
+    y = np.exp(-0.3 * k)[None, :] * np.exp(0.05 * rng.normal(size=(6, k.size)))
+    fit = fit_rate(k, y)
+    assert abs(fit.slope + 0.3) < 0.01
+    assert fit.r2 > 0.99
+    # the estimate is the OLS slope of ln(seed mean) on k (numpy's polyfit, independently)
+    assert fit.slope == pytest.approx(np.polyfit(k, np.log(y.mean(0)), 1)[0], rel=1e-10)
+
+
+def test_fit_rate_recovers_a_geometric_decay():
+    rng = np.random.default_rng(0)
+    k = np.arange(1, 21)
+    y = 0.9 ** k[None, :] * np.exp(0.02 * rng.normal(size=(5, k.size)))
+    f = fit_rate(k, y)
+    assert abs(math.exp(f.slope) - 0.9) < 0.005
+    assert f.ci95[0] <= f.slope <= f.ci95[1]
+
+
+def test_combine():
+    assert combine(["agrees"]) == "agrees"
+    assert combine(["agrees", "agrees"]) == "agrees"
+    assert combine(["agrees", "inconclusive"]) == "inconclusive"
+    assert combine(["inconclusive", "disagrees"]) == "disagrees"
+    assert combine(["disagrees", "agrees"]) == "disagrees"
+    assert combine([]) == "inconclusive"
+
+
+def test_power_law_bootstrap_is_a_seed_resampling_loop():
+    """The (vectorised) bootstrap equals a plain loop: each draw resamples whole seeds with the
+    generator of ``seed``, one ``integers(0, S, S)`` call per draw, and refits by numpy's polyfit."""
+    rng = np.random.default_rng(7)
+    x = np.array([8.0, 16, 32, 64, 128])
+    y = 2.0 * x ** -0.7 * np.exp(0.3 * rng.standard_normal((5, x.size)))
+    fit = fit_power_law(x, y, n_boot=300, seed=11)
+    g = np.random.default_rng(11)
+    boots = np.array([np.polyfit(np.log(x), np.log(y[g.integers(0, 5, 5)].mean(0)), 1)[0]
+                      for _ in range(300)])
+    np.testing.assert_allclose(fit.ci95, np.percentile(boots, [2.5, 97.5]), rtol=1e-10)
+    assert fit.slope_se == pytest.approx(boots.std(ddof=1), rel=1e-10)
+    assert fit.slope == pytest.approx(np.polyfit(np.log(x), np.log(y.mean(0)), 1)[0], rel=1e-12)

@@ -7,7 +7,7 @@ import pytest
 
 from rnn_ntk import model, sweep, tasks, train
 from rnn_ntk.dynamics import kernel_regression
-from rnn_ntk.reproduce import VERDICTS, load_experiment
+from rnn_ntk.reproduce import VERDICTS, load_arrays, load_experiment
 
 
 a1 = load_experiment("a1_sample_complexity")
@@ -54,39 +54,47 @@ def test_spec_resolves_to_a1_setup():
     assert first.resolved == base.resolved
 
 
-def test_sweep_piece_matches_direct_training(tmp_path):
+def test_sweep_piece_matches_direct_training(ci_results):
     # the errors read back from the sweep store equal those of the same runs trained directly with
     # train.train_many (widths zero-padded to the largest, key(seed), the run's test set from
     # fold_in(key, 1)) and evaluated with model.apply; they also reproduce the engine's own test
-    # loss (1/2) sum_i sum_{t>=2} r^2
-    st = a1.Setting(ns=(6,), widths=(4, 8), seeds=2, n_test=5)
-    piece = a1._train_piece(6, st, 0.05, tmp_path / "store")
-    M = 8
-    tcfg = train.TrainConfig(model=a1.model_config(M), task=a1.task_config(6, 5), steps=6,
-                             log_every=6, batch_size=1, loss="sum_from_2", init="gaussian",
+    # loss (1/2) sum_i sum_{t>=2} r^2. The sweep is the first piece of the session's 'ci' run
+    # (read back, not retrained: its store is complete).
+    res = ci_results(a1.NAME)
+    st = a1.SETTINGS["ci"]
+    N, W, S, nt = st.ns[0], len(st.widths), st.seeds, st.n_test
+    lr = float(load_arrays(res / a1.NAME / "lr.npz")[0]["lr_ntk"])
+    piece = a1._train_piece(N, st, lr, res / a1.NAME / "rnn" / f"N{N}")
+    M = max(st.widths)
+    tcfg = train.TrainConfig(model=a1.model_config(M), task=a1.task_config(N, nt), steps=N,
+                             log_every=N, batch_size=1, loss="sum_from_2", init="gaussian",
                              array_width=M, save_params=True)
-    ws = np.repeat([4.0, 8.0], 2)
-    keys = jax.numpy.stack([jax.random.key(s) for s in (0, 1, 0, 1)])
-    rec = train.train_many(tcfg, keys, {"lr": 0.05, "width": ws, "eps_x": a1.EPS_X})
+    ws = np.repeat(np.asarray(st.widths, np.float64), S)
+    seeds = np.tile(np.arange(S), W)
+    keys = jax.numpy.stack([jax.random.key(int(s)) for s in seeds])
+    rec = train.train_many(tcfg, keys, {"lr": lr, "width": ws, "eps_x": a1.EPS_X})
     cfgM = a1.model_config(M)
-    for r in range(4):
+    for r in range(W * S):
         data = tasks.sample_task(tcfg.task, jax.random.fold_in(keys[r], 1), {"eps_x": a1.EPS_X})
         params = jax.tree.map(lambda a: a[r], rec["final_params"])
         sc = model.Scales(cfgM.sigma_w, cfgM.sigma_u, cfgM.sigma_b, cfgM.sigma_v, float(ws[r]))
         pred = np.asarray(model.apply(cfgM, params, data.x_test, scales=sc)[..., 0], np.float64)
         y = np.asarray(data.y_test, np.float64)[..., 0]
         want = np.mean((pred[:, 1:] - y[:, 1:]) ** 2, axis=0) / np.var(y[:, 1:], axis=0)
-        np.testing.assert_allclose(piece["err"][r // 2, r % 2], want, rtol=1e-4)
-        loss = 0.5 * 5 * np.sum(piece["err"][r // 2, r % 2] * np.var(y[:, 1:], axis=0))
+        np.testing.assert_allclose(piece["err"][r // S, r % S], want, rtol=1e-4)
+        loss = 0.5 * nt * np.sum(piece["err"][r // S, r % S] * np.var(y[:, 1:], axis=0))
         assert loss == pytest.approx(float(piece["test_loss"][r]), rel=1e-4)
         assert loss == pytest.approx(float(np.asarray(rec["test_loss"])[r, -1]), rel=1e-4)
     assert not piece["diverged"].any()
 
 
-def test_end_to_end_ci(tmp_path):
-    a1.run(tmp_path / "res", "ci")
-    a1.run(tmp_path / "res", "ci")
-    figs = a1.figures(tmp_path / "res", tmp_path / "fig")
+def test_end_to_end_ci(ci_results, tmp_path):
+    res = ci_results(a1.NAME)                        # a1.run(res, "ci"), shared with other tests
+    stored = sorted(p for p in (res / a1.NAME).rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in stored]
+    a1.run(res, "ci")                                # resumable: nothing recomputed
+    assert [p.stat().st_mtime_ns for p in stored] == stamps
+    figs = a1.figures(res, tmp_path / "fig")
     assert figs and all(p.exists() for p in figs)
-    cl = a1.claims(tmp_path / "res")
+    cl = a1.claims(res)
     assert len(cl) == 4 and all(c.verdict in VERDICTS for c in cl)

@@ -91,18 +91,21 @@ def test_spec_resolves_to_a1_setup():
     assert spec.fixed["train"]["lr"] == 0.0123 and spec.fixed["task"]["eps_x"] == a1.EPS_X
 
 
-def test_end_to_end_ci(tmp_path):
-    a2.run(tmp_path / "res", "ci")
-    a2.run(tmp_path / "res", "ci")
-    figs = a2.figures(tmp_path / "res", tmp_path / "fig")
+def test_end_to_end_ci(ci_results, tmp_path):
+    res = ci_results(a2.NAME)                        # a2.run(res, "ci"), shared with other tests
+    stored = sorted(p for p in (res / a2.NAME).rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in stored]
+    a2.run(res, "ci")                                # resumable: nothing recomputed
+    assert [p.stat().st_mtime_ns for p in stored] == stamps
+    figs = a2.figures(res, tmp_path / "fig")
     assert figs and all(p.exists() for p in figs)
-    cl = a2.claims(tmp_path / "res")
+    cl = a2.claims(res)
     assert len(cl) == 4 and all(c.verdict in VERDICTS for c in cl)
     # the per-position errors recomputed from the stored W reproduce the engine's own test loss
     # (1/2) sum_i sum_{t>=2} r^2 (test data regenerated here from the run key, fold_in(key, 1))
     st = a2.SETTINGS["ci"]
     L, N = st.lengths[-1], st.rnn_ns[-1]
-    piece = load_arrays(tmp_path / "res" / a2.NAME / f"rnn_L{L}_N{N}.npz")[0]
+    piece = load_arrays(res / a2.NAME / f"rnn_L{L}_N{N}.npz")[0]
     assert piece["err"].shape == (st.rnn_seeds, L) and not piece["diverged"].any()
     tc = a1.task_config(N, st.rnn_n_test, L + 1)
     for s in range(st.rnn_seeds):

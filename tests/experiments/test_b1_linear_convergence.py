@@ -51,9 +51,8 @@ def test_kernel_rate_is_the_slowest_mode_of_gd_on_a_quadratic():
     assert fit.slope == pytest.approx(b1.kernel_rate(lr, lam[0]), rel=1e-3)
 
 
-def test_ci_end_to_end(tmp_path):
-    res = tmp_path / "results"
-    b1.run(res, "ci")
+def test_ci_end_to_end(ci_results, tmp_path):
+    res = ci_results(b1.NAME)                        # b1.run(res, "ci"), shared with other tests
     files = sorted((res / b1.NAME).glob("width_*.npz"))
     assert len(files) == len(b1.SETTINGS["ci"].widths)
     s = b1.summary(res)

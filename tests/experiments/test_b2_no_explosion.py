@@ -171,15 +171,6 @@ def test_max_deviation():
     assert est_inf == np.inf
 
 
-def test_fit_rate_recovers_the_per_step_slope():
-    rng = np.random.default_rng(3)
-    k = np.arange(5, 60, 5)
-    y = np.exp(-0.3 * k)[None, :] * np.exp(0.05 * rng.normal(size=(6, k.size)))
-    fit = b2.fit_rate(k, y)
-    assert abs(fit.slope + 0.3) < 0.01
-    assert fit.r2 > 0.99
-
-
 def test_lag_grid():
     g = b2.lag_grid(100)
     assert g[0] == 1 and g[-1] == 100 - b2.START and np.all(np.diff(g) > 0)
@@ -188,24 +179,18 @@ def test_lag_grid():
         b2.lag_grid(1)
 
 
-def test_combine():
-    assert b2.combine(["agrees", "agrees"]) == "agrees"
-    assert b2.combine(["agrees", "inconclusive"]) == "inconclusive"
-    assert b2.combine(["inconclusive", "disagrees"]) == "disagrees"
-
-
-def test_ci_end_to_end(tmp_path):
-    b2.run(tmp_path / "results", "ci")
-    stored = sorted((tmp_path / "results" / b2.NAME).glob("*.npz"))
+def test_ci_end_to_end(ci_results, tmp_path):
+    res = ci_results(b2.NAME)                        # b2.run(res, "ci"), shared with the CLI tests
+    stored = sorted((res / b2.NAME).glob("*.npz"))
     st = b2.SETTINGS["ci"]
     assert len(stored) == len(b2.ACTIVATIONS) * len(b2.CS) * (len(st.widths) + len(st.jac_widths))
     mtimes = [p.stat().st_mtime_ns for p in stored]
-    b2.run(tmp_path / "results", "ci")                      # resumable: nothing recomputed
+    b2.run(res, "ci")                                       # resumable: nothing recomputed
     assert [p.stat().st_mtime_ns for p in stored] == mtimes
-    paths = b2.figures(tmp_path / "results", tmp_path / "figures")
+    paths = b2.figures(res, tmp_path / "figures")
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert {p.suffix for p in paths} == {".png", ".pdf"}
-    cl = b2.claims(tmp_path / "results")
+    cl = b2.claims(res)
     assert len(cl) == 8
     assert all(c.verdict in VERDICTS and c.experiment == b2.NAME for c in cl)
     assert all(c.value and c.criterion for c in cl)

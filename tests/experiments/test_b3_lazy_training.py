@@ -10,9 +10,8 @@ from rnn_ntk.reproduce import VERDICTS, load_experiment
 b3 = load_experiment("b3_lazy_training")
 
 
-def test_ci_end_to_end_reuses_l1_runs(tmp_path):
-    res = tmp_path / "results"
-    b3.run(res, "ci")                                   # trains L1's ci runs (none stored yet)
+def test_ci_end_to_end_reuses_l1_runs(ci_results, tmp_path):
+    res = ci_results(b3.NAME)     # b3.run(res, "ci"): trains L1's ci runs unless stored already
     files = sorted((res / b3.l1.NAME).glob("width_*.npz"))
     assert len(files) == len(b3.l1.SETTINGS["ci"].widths)
     # B3's own store holds only its separation sweep; the lazy-training statistics are L1's runs

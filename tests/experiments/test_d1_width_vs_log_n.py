@@ -108,12 +108,11 @@ def test_verdict_rules_and_interval():
     assert d1.interval(draws) == (-math.inf, math.inf)
 
 
-def test_ci_end_to_end(tmp_path):
+def test_ci_end_to_end(ci_results, tmp_path):
     import jax
 
     from rnn_ntk import load_results, sweep, tasks, train
-    res, figs = tmp_path / "results", tmp_path / "figures"
-    d1.run(res, "ci")
+    res, figs = ci_results(d1.NAME), tmp_path / "figures"   # d1.run(res, "ci"), shared
     spec = d1.spec_for("ci")
     ds = load_results(res / d1.NAME / "sweep")
     S, N, M = len(spec.axis("seed").values), len(spec.axis("n_train").values), \

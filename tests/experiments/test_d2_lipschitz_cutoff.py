@@ -118,35 +118,20 @@ def test_lag_ratio():
     assert r == 1.0 and lc and sc
 
 
-def test_fit_rate_recovers_a_geometric_decay():
-    rng = np.random.default_rng(0)
-    k = np.arange(1, 21)
-    y = 0.9 ** k[None, :] * np.exp(0.02 * rng.normal(size=(5, k.size)))
-    f = d2.fit_rate(k, y)
-    assert abs(math.exp(f.slope) - 0.9) < 0.005
-    assert f.ci95[0] <= f.slope <= f.ci95[1]
-
-
-def test_combine():
-    assert d2.combine(["agrees"]) == "agrees"
-    assert d2.combine(["agrees", "inconclusive"]) == "inconclusive"
-    assert d2.combine(["disagrees", "agrees"]) == "disagrees"
-
-
-def test_ci_end_to_end(tmp_path):
-    d2.run(tmp_path / "results", "ci")
-    stored = sorted((tmp_path / "results" / d2.NAME).glob("*.npz"))
+def test_ci_end_to_end(ci_results, tmp_path):
+    res = ci_results(d2.NAME)                        # d2.run(res, "ci"), shared with other tests
+    stored = sorted((res / d2.NAME).glob("*.npz"))
     assert len(stored) == len(d2.VARIANTS) + len(d2.ALPHAS)
     mtimes = [p.stat().st_mtime_ns for p in stored]
-    d2.run(tmp_path / "results", "ci")                       # resumable: nothing recomputed
+    d2.run(res, "ci")                                        # resumable: nothing recomputed
     assert [p.stat().st_mtime_ns for p in stored] == mtimes
-    paths = d2.figures(tmp_path / "results", tmp_path / "figures")
+    paths = d2.figures(res, tmp_path / "figures")
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
-    cl = d2.claims(tmp_path / "results")
+    cl = d2.claims(res)
     assert len(cl) == 4 * len(d2.DRIVES) + 1
     assert all(c.verdict in VERDICTS and c.experiment == d2.NAME for c in cl)
     # the training used the normalised step and did not diverge at this size
-    a, _ = load_arrays(tmp_path / "results" / d2.NAME / "train_alpha1.npz")
+    a, _ = load_arrays(res / d2.NAME / "train_alpha1.npz")
     assert np.all(a["lr"] > 0) and not a["diverged"].any()
     assert np.all(a["train_loss"][:, -1] < a["train_loss"][:, 0])
 

@@ -93,30 +93,28 @@ def test_statistics_on_synthetic_records():
     np.testing.assert_allclose(l1.curve_distance(loss, ref), [0.25])
 
 
-@pytest.fixture(scope="module")
-def ci_results(tmp_path_factory):
-    res = tmp_path_factory.mktemp("results")
-    l1.run(res, "ci")
-    return res
+@pytest.fixture
+def l1_results(ci_results):
+    return ci_results(l1.NAME)                        # l1.run(res, "ci"), shared (B3 reuses it)
 
 
-def test_ci_end_to_end(ci_results, tmp_path):
-    files = sorted((ci_results / l1.NAME).glob("width_*.npz"))
+def test_ci_end_to_end(l1_results, tmp_path):
+    files = sorted((l1_results / l1.NAME).glob("width_*.npz"))
     assert len(files) == len(l1.SETTINGS["ci"].widths)
     stamps = [os.stat(f).st_mtime_ns for f in files]
-    l1.run(ci_results, "ci")                                     # resumable: nothing recomputed
+    l1.run(l1_results, "ci")                                     # resumable: nothing recomputed
     assert [os.stat(f).st_mtime_ns for f in files] == stamps
-    paths = l1.figures(ci_results, tmp_path / "fig")
+    paths = l1.figures(l1_results, tmp_path / "fig")
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
-    cl = l1.claims(ci_results)
+    cl = l1.claims(l1_results)
     assert len(cl) == 4
     assert all(c.verdict in VERDICTS and c.experiment == l1.NAME for c in cl)
 
 
-def test_linearised_training_follows_the_kernel_closed_form(ci_results):
+def test_linearised_training_follows_the_kernel_closed_form(l1_results):
     """The engine's linearised model (linearize + optax GD, float32) against the eigenbasis closed
     form of GD on the empirical K_0 (structured kernel, float64): the same dynamics."""
-    widths, a = l1.load(ci_results)
+    widths, a = l1.load(l1_results)
     lin, emp = a["lin_train_loss"], a["emp_loss"]
     assert lin.shape == emp.shape
     np.testing.assert_allclose(lin, emp, rtol=2e-3)
