@@ -80,6 +80,7 @@ from rnn_ntk import tasks
 from rnn_ntk.linearize import linearize
 from rnn_ntk.model import (GROUPS, ConfigError, Params, RNNConfig, Scales, forward, init_params,
                            readout)
+from rnn_ntk.precision import MATMUL_PRECISIONS, highest_precision, with_matmul_precision
 
 Array = jax.Array
 
@@ -128,6 +129,9 @@ class TrainConfig:
     around their initial values.  linearized: train the linearised model side by side.
     kernel_stride: every kernel_stride logs record the relative change of the empirical NTK on
     the first n_probe test inputs (0 = off).  n_probe: probe inputs for the kernel (<= n_test).
+    matmul_precision: precision of the run's matrix products (rnn_ntk.precision.MATMUL_PRECISIONS):
+    'highest' (full float32 on every backend), or 'tensorfloat32' / 'default' (TF32 on
+    Ampere/Hopper GPUs: faster, ~3 fewer digits); the kernel-drift metric is always 'highest'.
     """
 
     model: RNNConfig
@@ -145,6 +149,7 @@ class TrainConfig:
     linearized: bool = False
     kernel_stride: int = 0
     n_probe: int = 32
+    matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, RNNConfig):
@@ -191,6 +196,7 @@ class TrainConfig:
         _check_int("n_probe", self.n_probe, 1)
         if self.kernel_stride and self.n_probe > t.n_test:
             raise ConfigError(f"n_probe ({self.n_probe}) must be <= task.n_test ({t.n_test})")
+        _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -492,6 +498,7 @@ def make_train(cfg: TrainConfig, *, progress: int = 0) -> Callable[..., dict[str
     else:
         empirical_ntk = None
 
+    @with_matmul_precision(cfg.matmul_precision)  # every product of the run, traced inside
     def train(key: Array, hparams: dict[str, Any], lane: Any = 0) -> dict[str, Array]:
         hp = _complete_hparams(cfg, hparams)
         params0, data, scales, shuffle_key = _setup(cfg, key, hp)
@@ -595,6 +602,7 @@ def make_train(cfg: TrainConfig, *, progress: int = 0) -> Callable[..., dict[str
                             "gap_probe": gap_te, "gap_probe_rel": gap_te / y_te_norm,
                             **dtheta(ltheta, "lin_"), "lin_diverged": ldiv})
             if cfg.kernel_stride:
+                @highest_precision
                 def kernel_change(th):
                     K = empirical_ntk(mcfg, {**frozen, **th}, x_probe, method="structured",
                                       scales=scales)
