@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -153,16 +154,28 @@ def _acc_configs(P):
     return emp, inf, (n, T), P["inf_acc"]
 
 
-def reference_main(inp: str, out: str, quick: bool) -> None:
+def _cfg_json(cfg) -> str:
+    import dataclasses
+    return json.dumps(dataclasses.asdict(cfg))
+
+
+def _cfg_from_json(text: str):
+    from rnn_ntk import RNNConfig
+    return RNNConfig(**{k: tuple(v) if isinstance(v, list) else v
+                        for k, v in json.loads(text).items()})
+
+
+def reference_main(inp: str, out: str) -> None:
     """Subprocess body (JAX_PLATFORMS=cpu, JAX_ENABLE_X64=1): float64 kernels on the saved
-    float32 inputs."""
+    float32 inputs and configs."""
+    import jax.numpy as jnp
     import numpy as np
 
     from rnn_ntk.kernels import empirical_ntk, infinite_kernels
-    import jax.numpy as jnp
     assert jnp.zeros(()).dtype == np.float64 and jax.default_backend() == "cpu"
-    emp, inf, _, _ = _acc_configs(QUICK if quick else FULL)
     z = np.load(inp)
+    emp = _cfg_from_json(str(z["cfg_emp"]))
+    inf = {a: _cfg_from_json(str(z[f"cfg_{a}"])) for a in ("relu", "erf", "tanh")}
     params = {g: np.asarray(z[f"p_{g}"], np.float64) for g in ("W", "U", "b", "v")}
     res = {"emp": np.asarray(empirical_ntk(emp, params, np.asarray(z["x_emp"], np.float64)))}
     for a, cfg in inf.items():
@@ -183,9 +196,11 @@ def section_accuracy(P, R: Report, tmp: Path, quick: bool) -> None:
     x_inf = rng.standard_normal((ni, Ti, D_IN)).astype(np.float32)
     params = {g: np.asarray(a) for g, a in init_params(emp, jax.random.key(0), jnp.float32).items()}
     inp, out = tmp / "ref_in.npz", tmp / "ref_out.npz"
-    np.savez(inp, x_emp=x_emp, x_inf=x_inf, **{f"p_{g}": a for g, a in params.items()})
+    np.savez(inp, x_emp=x_emp, x_inf=x_inf, cfg_emp=_cfg_json(emp),
+             **{f"cfg_{a}": _cfg_json(c) for a, c in inf.items()},
+             **{f"p_{g}": a for g, a in params.items()})
     env = _env() | {"JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1"}
-    argv = [sys.executable, __file__, "--_reference", str(inp), str(out)] + (["--quick"] if quick else [])
+    argv = [sys.executable, __file__, "--_reference", str(inp), str(out)]
     t0 = _now()
     child = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -317,6 +332,13 @@ def section_training(P, R: Report, budget, quick: bool, cpu_rate) -> None:
             else:
                 R.target(f"engine runs/s, m={m} T={T} n={n}", f"{eng_rate:.2f} runs/s",
                          "(CPU baseline for the 30x target)", None)
+        if m >= 1024 and budget() > 40:   # what the faster training precision buys here
+            fast = cfg.replace(matmul_precision="tensorfloat32")
+            jax.block_until_ready(train_many(fast, keys, hp))
+            t_fast = _best(lambda: train_many(fast, keys, hp), 1)
+            notes.append(f"m={m} with TrainConfig.matmul_precision='tensorfloat32': engine "
+                         f"{t_fast:.2f} s vs {t_eng:.2f} s at 'highest' ({t_eng / t_fast:.2f}x), "
+                         f"{flops / t_fast / 1e12:.3f} TFLOP/s.")
         if m >= 1024:
             R.target(f"FLOP rate vs same-run GEMM chain, m={m}", f"{frac:.2f}", ">= 0.40",
                      frac >= TARGETS["gemm_frac_m1024"])
@@ -511,7 +533,7 @@ def main(argv=None) -> int:
     p.add_argument("--_reference", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._reference:
-        reference_main(*args._reference, quick=args.quick)
+        reference_main(*args._reference)
         return 0
     if args.budget is not None and args.budget <= 0:
         p.error("--budget must be positive")
