@@ -300,9 +300,11 @@ def setup_run(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup
     """The initial parameters and the data of the run (key, hparams), exactly as train uses them.
 
     params0 from fold_in(key, 0), data from fold_in(key, 1), minibatch order from fold_in(key, 2).
-    Compiled once per cfg; hparams may be partial (defaults fill in).
+    Compiled once per cfg; hparams may be partial (defaults fill in). Traced at
+    cfg.matmul_precision, as in train (task data may come from matrix products).
     """
-    return _setup_jit(cfg, key, _complete_hparams(cfg, hparams))
+    with jax.default_matmul_precision(cfg.matmul_precision):
+        return _setup_jit(cfg, key, _complete_hparams(cfg, hparams))
 
 
 def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:

@@ -278,3 +278,16 @@ seed = 0
     bad = text.replace('"tensorfloat32"', '"tf32"')
     with pytest.raises(sweep.SpecError, match="matmul_precision"):
         sweep.make_plan(sweep.parse_spec(bad, "<test>"))
+
+
+@pytest.mark.parametrize("requested", ["highest", "tensorfloat32"])
+def test_setup_run_at_the_training_precision(requested):
+    """setup_run reproduces train's data, so it traces the task's products (here a teacher
+    network's) at the same precision."""
+    from rnn_ntk.train import setup_run
+    mcfg = RNNConfig(width=8, input_dim=D, readout="last")
+    cfg = TrainConfig(mcfg, TaskConfig("teacher", n_train=6, n_test=5, length=3, input_dim=D),
+                      steps=2, dtype="float32", matmul_precision=requested)
+    with global_precision("bfloat16"):
+        dots = lowered_dots(lambda k: setup_run(cfg, k, {}), jax.random.key(0))
+    assert_all(dots, precision.PRECISION_TOKENS[requested])
