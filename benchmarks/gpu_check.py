@@ -61,8 +61,9 @@ FULL = dict(budget=450.0,
             emp_acc=(1024, 32, 20), inf_acc=(64, 20),
             rows=[(64, 20, 256, 4096, 200, 20), (1024, 10, 64, 256, 40, 40)], loop_box=25.0,
             emp_big=(4096, 512, 50), inf_big=(10_000, 50),
-            tests=["tests/test_model.py", "tests/kernels", "tests/test_dynamics.py",
-                   "tests/test_linearize.py", "tests/test_train.py", "tests/test_precision.py"],
+            # most specific first: a time-out cuts the tail
+            tests=["tests/test_precision.py", "tests/test_model.py", "tests/test_linearize.py",
+                   "tests/test_dynamics.py", "tests/kernels", "tests/test_train.py"],
             min_test_s=60.0)
 QUICK = dict(budget=110.0,
              emp_acc=(128, 16, 10), inf_acc=(16, 10),
