@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 
 #: The 2-core CPU engine's rate on the m = 64 row (runs/s): --quick (same spec, 2 runs) on the
-#: 2-vCPU dev machine, 2026-12-04, from the engine's CPU time at 2 busy cores (2.26-2.51 in three
+#: 2-vCPU dev machine, 2026-12-04, from the engine's CPU time at 2 busy cores (2.26-2.51 in four
 #: runs; the wall-clock rate was 0.36-0.5 runs/s at load 7-11); see cpu_quick_results.md.
 CPU_ENGINE_RUNS_PER_S = 2.4
 D_IN = 8
