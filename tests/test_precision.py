@@ -239,16 +239,18 @@ def test_training_step_at_requested_precision(requested, glob):
 
 @pytest.mark.parametrize("extra", [{"kernel_stride": 1, "n_probe": 3}, {"linearized": True}])
 def test_drift_metric_and_linearised_model_stay_highest(extra):
-    """With a fast training precision the extra work of the kernel-drift metric (empirical NTK)
-    and of the linearised model is HIGHEST and the rest keeps the requested one: the program's
-    DEFAULT dots are exactly those of the same run without the extra."""
+    """With a fast training precision the kernel-drift metric (empirical NTK) and the linearised
+    model stay HIGHEST while the network keeps the requested one. The drift metric only adds
+    kernel work to the run, so the program's DEFAULT dots are exactly those of the same run
+    without it; the linearised model also changes the network's evaluation bookkeeping, so
+    there only both precisions must be present (f_lin alone: test_linearize_is_highest)."""
     with global_precision("bfloat16"):
         base = _train_dots(_train_cfg(matmul_precision="default"))
         full = _train_dots(_train_cfg(matmul_precision="default", **extra))
     assert set(base) == {("DEFAULT", "DEFAULT")}
-    n_hi = full.count(("HIGHEST", "HIGHEST"))
-    assert full.count(("DEFAULT", "DEFAULT")) == len(base)
-    assert n_hi > 0 and n_hi + len(base) == len(full)
+    assert set(full) == {("DEFAULT", "DEFAULT"), ("HIGHEST", "HIGHEST")}
+    if "kernel_stride" in extra:
+        assert full.count(("DEFAULT", "DEFAULT")) == len(base)
 
 
 def test_sweep_records_matmul_precision(tmp_path):
