@@ -53,6 +53,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from rnn_ntk.precision import highest_precision
+
 Array = jax.Array
 
 LOSSES = ("half_mean", "mean", "half_sum", "sum")
@@ -176,6 +178,7 @@ class _Dynamics:
         g = jnp.where(zero, jnp.where(t_inf, 0.0, -a * t_fin), em1 / lam_safe)
         return em1, g
 
+    @highest_precision
     def predict(self, t: Any, fx_train_0: Any, fx_test_0: Any, k_test_train: Any
                 ) -> Array | tuple[Array, Array]:
         if fx_train_0 is None and fx_test_0 is None:
@@ -294,6 +297,7 @@ def kernel_regression(k_train_train: Any, y_train: Any, k_test_train: Any, diag_
                           diag_reg_absolute_scale)
 
 
+@highest_precision
 def nngp_posterior(k_train_train: Any, y_train: Any, k_test_train: Any, k_test_test: Any = None,
                    diag_reg: Any = 0.0, diag_reg_absolute_scale: bool = False
                    ) -> Any:

@@ -11,6 +11,7 @@ from typing import Callable
 import jax
 
 from rnn_ntk.model import Params, RNNConfig, Scales, apply
+from rnn_ntk.precision import highest_precision
 
 
 def linearize(cfg: RNNConfig, params0: Params, *, scales: Scales | None = None
@@ -21,6 +22,7 @@ def linearize(cfg: RNNConfig, params0: Params, *, scales: Scales | None = None
     since their displacement is zero). Output shapes are those of :func:`rnn_ntk.apply`.
     """
 
+    @highest_precision
     def f_lin(params: Params, x_NTD: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         def f(p: Params) -> jax.Array:
             return apply(cfg, p, x_NTD, lengths, scales=scales)

@@ -483,6 +483,9 @@ def assemble(out_dir: str | os.PathLike) -> xr.Dataset:
     }
     for pkg, ver in header.get("versions", {}).items():
         attrs[f"version_{pkg}"] = str(ver)
+    prec = header["spec"].get("train", {}).get("matmul_precision")
+    if prec is not None:  # absent in stores written before TrainConfig.matmul_precision existed
+        attrs["matmul_precision"] = prec if isinstance(prec, str) else canonical_json(prec)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

@@ -66,6 +66,7 @@ from rnn_ntk import tasks
 from rnn_ntk.linearize import linearize
 from rnn_ntk.model import (GROUPS, ConfigError, Params, RNNConfig, Scales, forward, init_params,
                            readout)
+from rnn_ntk.precision import MATMUL_PRECISIONS, highest_precision, with_matmul_precision
 from rnn_ntk.sweep.cost import run_bytes
 
 Array = jax.Array
@@ -122,6 +123,9 @@ class TrainConfig:
     around their initial values.  linearized: train the linearised model side by side.
     kernel_stride: every kernel_stride logs record the relative change of the empirical NTK on
     the first n_probe test inputs (0 = off).  n_probe: probe inputs for the kernel (<= n_test).
+    matmul_precision: precision of the run's matrix products (rnn_ntk.precision.MATMUL_PRECISIONS):
+    'highest' (full float32 on every backend), or 'tensorfloat32' / 'default' (TF32 on
+    Ampere/Hopper GPUs: faster, ~3 fewer digits); the kernel-drift metric is always 'highest'.
     """
 
     model: RNNConfig
@@ -139,6 +143,7 @@ class TrainConfig:
     linearized: bool = False
     kernel_stride: int = 0
     n_probe: int = 32
+    matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, RNNConfig):
@@ -185,6 +190,7 @@ class TrainConfig:
         _check_int("n_probe", self.n_probe, 1)
         if self.kernel_stride and self.n_probe > t.n_test:
             raise ConfigError(f"n_probe ({self.n_probe}) must be <= task.n_test ({t.n_test})")
+        _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -288,9 +294,11 @@ def setup_run(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup
     """The initial parameters and the data of the run (key, hparams), exactly as train uses them.
 
     params0 from fold_in(key, 0), data from fold_in(key, 1), minibatch order from fold_in(key, 2).
-    Compiled once per cfg; hparams may be partial (defaults fill in).
+    Compiled once per cfg; hparams may be partial (defaults fill in). Traced at
+    cfg.matmul_precision, as in train (task data may come from matrix products).
     """
-    return _setup_jit(cfg, key, _complete_hparams(cfg, hparams))
+    with jax.default_matmul_precision(cfg.matmul_precision):
+        return _setup_jit(cfg, key, _complete_hparams(cfg, hparams))
 
 
 def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:
@@ -611,6 +619,7 @@ def _ntk_change(ctx: RunContext, theta: Params, k: Array) -> Array:
     """||K_t - K_0||_F / ||K_0||_F on the probe inputs at logs on the stride, NaN elsewhere."""
     dtype = ctx.cfg.jnp_dtype
 
+    @highest_precision
     def kernel_change(th):
         K = _probe_ntk(ctx.cfg, {**ctx.frozen, **th}, ctx.x_probe, ctx.scales)
         return (_norm(K - ctx.K0) / ctx.K0_norm).astype(dtype)
@@ -667,6 +676,7 @@ def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None
         raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
                           "True))")
 
+    @with_matmul_precision(cfg.matmul_precision)  # every product of the run, traced inside
     def train(key: Array, hparams: dict[str, Any], tag: Any = 0) -> dict[str, Array]:
         ctx = run_context(cfg, key, hparams)
 

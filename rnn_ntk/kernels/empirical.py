@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_ntk.model import GROUPS, Params, RNNConfig, Scales, apply, forward, hidden_states, readout
+from rnn_ntk.precision import highest_precision
 
 Array = jax.Array
 
@@ -504,6 +505,7 @@ def _prepare_ntk(cfg, params, x1, x2, method, lengths1, lengths2, scales, block_
     return (skey, method, plan, symmetric, n_seeds is not None, params, x1, l1, x2, l2, sc)
 
 
+@highest_precision
 def empirical_ntk(cfg: RNNConfig, params: Params, x1: Array, x2: Array | None = None, *,
                   method: str = "structured", lengths1: Array | None = None,
                   lengths2: Array | None = None, scales: Scales | None = None,
@@ -541,6 +543,7 @@ def _nngp_jit(cfg, symmetric, seeded, seed_batch, params, x1, l1, x2, l2, scales
     return jax.lax.map(one, params, batch_size=seed_batch)
 
 
+@highest_precision
 def empirical_nngp(cfg: RNNConfig, params: Params, x1: Array, x2: Array | None = None, *,
                    lengths1: Array | None = None, lengths2: Array | None = None,
                    scales: Scales | None = None) -> Array:

@@ -45,6 +45,7 @@ import numpy as np
 
 from rnn_ntk.kernels.vtransforms import DEFAULT_ORDER, get_vtransform, quadrature_cost
 from rnn_ntk.model import RNNConfig
+from rnn_ntk.precision import highest_precision
 
 Array = jax.Array
 
@@ -287,6 +288,7 @@ def _pad_rows(x: np.ndarray, lens: np.ndarray, n_pad: int) -> tuple[np.ndarray, 
     return x, np.concatenate([lens, np.full((extra,), x.shape[1], np.int32)])
 
 
+@highest_precision
 def infinite_kernels(cfg: RNNConfig, x1: Any, x2: Any = None, *, lengths1: Any = None,
                      lengths2: Any = None, block_size: int | None = None,
                      order: int | None = None) -> tuple[Array, Array]:
