@@ -129,12 +129,13 @@ def integer(minimum: int = 1) -> Check:
 def optional_integer(minimum: int = 1, words: Sequence[str] = ("full", "none")) -> Check:
     """None (also spelled by one of ``words``, any case), or an integer >= minimum."""
     what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    alt = f'"{words[0]}"' if words else "None"
 
     def check(v: Any) -> int | None:
         if v is None or isinstance(v, str) and v.lower() in words:
             return None
         if not _is_int(v) or v < minimum:
-            raise Invalid(f"must be {what} or \"{words[0]}\", got {v!r}")
+            raise Invalid(f"must be {what} or {alt}, got {v!r}")
         return int(v)
     return check
 
