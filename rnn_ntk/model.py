@@ -89,7 +89,8 @@ class RNNConfig:
     sigma_u: float = schema.field(1.0, check=_SCALE, traced=True, doc="input multiplier s_u")
     sigma_b: float = schema.field(0.0, check=_SCALE, traced=True, doc="bias multiplier s_b")
     sigma_v: float = schema.field(1.0, check=_SCALE, traced=True, doc="read-out multiplier s_v")
-    trainable: tuple[str, ...] = schema.field(GROUPS, check=_trainable, doc="trained groups")
+    trainable: tuple[str, ...] = schema.field(GROUPS, check=_trainable, sequence=True,
+                                              doc="trained groups")
     recurrence: str = schema.field("full", choices=RECURRENCES, doc="'full' or 'diagonal'")
 
     def __post_init__(self) -> None:

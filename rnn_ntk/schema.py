@@ -28,8 +28,12 @@ Three users, one set of rules:
       section_fields("train")               # TrainConfig fields a spec may set + lr, momentum,
                                             #   proj_radius (traced)
 
-  and checks one element of an axis with ``fields[name].check_value(v) -> (v, problem | None)``
-  (``where[i]: problem``). Fields a spec cannot set (``TrainConfig.model``, ``.task``,
+  and checks one element of an axis (:func:`is_axis`) with ``fields[name].check_value(v) ->
+  (v, problem | None)`` (``where[i]: problem``). Required fields are ``Field.required``
+  (``input_dim``/``output_dim`` may come from [model] or [task]: pass ``required=False`` and
+  check those where they are shared). Traced task parameters' defaults in the kind-free fields
+  are placeholders where they depend on the config (``lag``): take run defaults from
+  ``rnn_ntk.train.default_hparams(cfg)``. Fields a spec cannot set (``TrainConfig.model``, ``.task``,
   ``.array_width``) have ``spec=False`` and are left out of :func:`section_fields`.
 * Hyper-parameters of a run: ``rnn_ntk.train.hparam_fields(cfg)`` (and
   ``rnn_ntk.tasks.hparam_fields(tcfg)``) bind the config-dependent bounds (``width`` <= the array
@@ -47,7 +51,8 @@ import numpy as np
 
 __all__ = ["REQUIRED", "ConfigError", "Invalid", "Field", "field", "fields_of", "check_config",
            "validate", "first_problem", "did_you_mean", "check_int", "integer",
-           "optional_integer", "boolean", "choice", "number", "between", "section_fields"]
+           "optional_integer", "boolean", "choice", "number", "between", "is_axis", "section_fields",
+           "Check"]
 
 
 class ConfigError(ValueError):
@@ -77,7 +82,8 @@ class Field:
     normalised value``, raising :class:`Invalid` (None: anything goes).  doc: one line.  traced:
     a hyper-parameter that is a traced lane value, not a static config field.  choices: the
     allowed strings of a string option (for did-you-mean and docs; the check enforces them).
-    spec: whether a sweep spec may set it.
+    spec: whether a sweep spec may set it.  sequence: one value is itself a list (``trainable``),
+    so in a spec only a list of lists is an axis (:func:`is_axis`).
     """
 
     name: str
@@ -87,6 +93,7 @@ class Field:
     traced: bool = False
     choices: tuple[str, ...] | None = None
     spec: bool = True
+    sequence: bool = False
 
     @property
     def required(self) -> bool:
@@ -216,7 +223,8 @@ def number(ok: Callable[[np.ndarray], np.ndarray] | None = None, must: str = "",
 
 
 def field(default: Any = REQUIRED, *, check: Check | None = None, doc: str = "",
-          traced: bool = False, choices: Iterable[str] | None = None, spec: bool = True) -> Any:
+          traced: bool = False, choices: Iterable[str] | None = None, spec: bool = True,
+          sequence: bool = False) -> Any:
     """A dataclass field carrying its schema entry (the name is filled in by :func:`fields_of`).
 
     ``choices`` without ``check`` makes the check :func:`choice`\\ (choices).
@@ -224,7 +232,7 @@ def field(default: Any = REQUIRED, *, check: Check | None = None, doc: str = "",
     choices = None if choices is None else tuple(choices)
     if check is None and choices is not None:
         check = choice(choices)
-    entry = Field("", default, check, doc, traced, choices, spec)
+    entry = Field("", default, check, doc, traced, choices, spec, sequence)
     if default is REQUIRED:
         return dataclasses.field(metadata={"schema": entry})
     return dataclasses.field(default=default, metadata={"schema": entry})
@@ -298,6 +306,14 @@ def validate(fields: Mapping[str, Field] | Iterable[Field], mapping: Mapping[str
             if f.required and name not in mapping:
                 problems.append(f"{pre}{name}: required")
     return problems
+
+
+def is_axis(f: Field, value: Any) -> bool:
+    """Whether a spec value is a sweep axis: a list, or for a sequence field a non-empty list of
+    lists."""
+    if f.sequence:
+        return isinstance(value, list) and bool(value) and all(isinstance(e, list) for e in value)
+    return isinstance(value, list)
 
 
 def first_problem(fields: Mapping[str, Field] | Iterable[Field], mapping: Mapping[str, Any]

@@ -19,7 +19,10 @@ Conventions (1-indexed positions t = 1..T in the math, 0-indexed in code):
 * Tokens of norm ``eps_x`` are ``eps_x * u`` with u uniform on the unit sphere (of the subspace
   named per kind).
 
-Kinds (:data:`TASK_KINDS`):
+Kinds (:data:`TASK_KINDS`, the built-in entries of the registry :data:`TASKS`). Each kind is one
+:class:`TaskKind` entry: its traced parameters (schema Fields with defaults and checks), the static
+options it uses, its input draws and builder, and its target draws, parameters and values; the
+public functions dispatch through it, so a new kind is one entry (``TASKS[name] = TaskKind(...)``):
 
 ``random_labels`` (Allen-Zhu, Li & Song 2019, memorisation). First token
     x_1 = (cos(th)/sqrt2, sin(th)/sqrt2 * v, 1/sqrt2) with v uniform on the unit sphere of

@@ -68,7 +68,7 @@ import functools
 import gc
 import math
 import threading
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -255,7 +255,7 @@ def check_hparams(cfg: TrainConfig, hparams: dict[str, Any]) -> None:
     <= the array width, task ranges, ...); raise the first problem as a one-line ConfigError
     ``"hparams['lr']: ..."`` naming the first bad entry. Traced values and unknown names are
     skipped (the normaliser reports unknown names)."""
-    if not isinstance(hparams, dict):
+    if not isinstance(hparams, Mapping):
         raise ConfigError(f"hparams must be a dict of hyperparameters, got {type(hparams).__name__}")
     fields = {f.name: f for f in hparam_fields(cfg)}
     for name, v in hparams.items():

@@ -180,6 +180,11 @@ def test_section_fields_match_what_a_spec_may_set():
         assert set(fs) == spec_names[s], s
         lanes = {n for n, f in sweep.CATALOGUE[s].items() if f.lane}
         assert {n for n, f in fs.items() if f.traced} == lanes, s
+    for s, name, values in [("model", "trainable", (["W"], [["W"], ["W", "v"]], [], "W")),
+                            ("model", "width", ([4], 4, [])), ("train", "lr", ([0.1, 0.2], 0.1))]:
+        for v in values:
+            assert schema.is_axis(schema.section_fields(s)[name], v) == \
+                sweep._is_axis(sweep.CATALOGUE[s][name], v), (name, v)
     lag = schema.section_fields("task", kind="lag")
     assert {"lag", "eps_x", "label_noise", "link", "n_ref"} <= set(lag)
     assert not {"rho", "delta", "n_terms", "teacher_width"} & set(lag)
