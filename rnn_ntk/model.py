@@ -64,7 +64,7 @@ def _trainable(v: Any) -> tuple[str, ...]:
     return tuple(g for g in GROUPS if g in v)
 
 
-_SCALE = schema.number(schema.between(0.0), ">= 0", scalar=True)
+_SCALE = schema.number(schema.between(0.0), ">= 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = ["REQUIRED", "ConfigError", "Invalid", "Field", "field", "fields_of", "check_config",
-           "validate", "first_problem", "did_you_mean", "check_int", "integer",
+           "validate", "first_problem", "did_you_mean", "require", "check_int", "integer",
            "optional_integer", "boolean", "choice", "number", "between", "is_axis", "section_fields",
            "Check"]
 
@@ -184,19 +184,17 @@ def _fmt_number(a: np.ndarray, bad: np.ndarray) -> str:
 
 
 def number(ok: Callable[[np.ndarray], np.ndarray] | None = None, must: str = "",
-           *, finite: bool = True, text: str | None = None, scalar: bool = False) -> Check:
+           *, finite: bool = True, text: str | None = None) -> Check:
     """A real number, or an array of them (every entry is checked).
 
     finite: NaN and inf are rejected first ("must be finite").  ok: elementwise predicate of the
     valid values; a failure reads ``"must be <must>, got v"`` (or ``"<text>, got v"``). Python
-    numbers are normalised to float, arrays are returned as they are.  scalar: only python or
-    numpy scalars (a static config field), no arrays.
+    numbers are normalised to float, arrays are returned as they are.
     """
     message = text if text is not None else f"must be {must}"
 
     def check(v: Any) -> Any:
-        if (isinstance(v, (bool, np.bool_, str)) or v is None
-                or scalar and not isinstance(v, (int, float, np.integer, np.floating))):
+        if isinstance(v, (bool, np.bool_, str)) or v is None:
             raise Invalid(f"must be a number, got {v!r}")
         try:
             a = np.asarray(v)
@@ -251,11 +249,18 @@ def fields_of(cls: type) -> tuple[Field, ...]:
     return out
 
 
+def _static_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
 def check_config(obj: Any) -> None:
     """Check every schema field of a frozen config dataclass in declaration order; raise the first
-    problem as ``ConfigError("<name>: <problem>")``; store the normalised values."""
+    problem as ``ConfigError("<name>: <problem>")``; store the normalised values. A traced field
+    (whose check also takes arrays of run values) holds one static number in a config."""
     for f in fields_of(type(obj)):
         v = getattr(obj, f.name)
+        if f.traced and not _static_number(v):
+            raise ConfigError(f"{f.name}: must be a number, got {v!r}")
         v2, problem = f.check_value(v)
         if problem is not None:
             raise ConfigError(f"{f.name}: {problem}")
@@ -263,13 +268,19 @@ def check_config(obj: Any) -> None:
             object.__setattr__(obj, f.name, v2)
 
 
-def check_int(name: str, value: Any, minimum: int) -> None:
-    """Raise ``ConfigError("<name>: ...")`` unless value is an integer >= minimum (numpy integers
-    accepted, bools rejected). For arguments that are not config fields (e.g. ``progress``)."""
+def require(name: str, value: Any, check: Check) -> Any:
+    """The normalised value, or ``ConfigError("<name>: <problem>")``: one check of an argument
+    that is not a config field (e.g. ``progress``, a Layout's strategy)."""
     try:
-        integer(minimum)(value)
+        return check(value)
     except Invalid as e:
         raise ConfigError(f"{name}: {e.args[0]}") from None
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    """Raise ``ConfigError("<name>: ...")`` unless value is an integer >= minimum (numpy integers
+    accepted, bools rejected): the one integer check of arguments."""
+    require(name, value, integer(minimum))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,9 +98,7 @@ _check_int = schema.check_int          # one integer check (numpy integers accep
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _, problem = schema.Field(name, check=schema.choice(choices)).check_value(value)
-    if problem is not None:
-        raise ConfigError(f"{name}: {problem}")
+    schema.require(name, value, schema.choice(choices))
 
 
 def _instance(cls: type, what: str) -> schema.Check:

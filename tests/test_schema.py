@@ -246,10 +246,12 @@ def test_train_many_rejects_bad_hparams_before_compiling(no_compile, hp, fragmen
 def test_train_many_accepts_the_edges_of_the_ranges(no_compile):
     keys = train.run_keys(0, np.arange(3)[:, None])
     hp = {"lr": 1e-12, "momentum": np.array([0.0, 0.5, 0.999]), "width": np.array([1.0, 4.0, 8.0]),
-          "proj_radius": math.inf, "delta": math.sqrt(2.0), "eps_x": 1.0, "sigma_b": 0.0}
+          "proj_radius": math.inf, "delta": math.sqrt(2.0), "eps_x": 1.0, "sigma_b": 0.0,
+          "sigma_w": np.array([0.0, 1.4, 2.0]), "sigma_v": jnp.asarray([1.0, 0.5, 2.0])}
     out = train.train_many(_cfg(), keys, hp)
     assert len(no_compile) == 1
     np.testing.assert_array_equal(out["hp"]["width"], [1.0, 4.0, 8.0])
+    np.testing.assert_array_equal(out["hp"]["sigma_w"], np.array([0.0, 1.4, 2.0], np.float32))
     np.testing.assert_array_equal(out["hp"]["lr"], np.full(3, 1e-12, np.float32))
     # without array_width the array width is the model width
     with pytest.raises(ValueError, match=r"integer in \[1, 4\]"):
