@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -114,6 +115,10 @@ class Field:
 
 # ---------------------------------------------------------------------------------------------
 # checks
+
+
+def _static_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _is_int(v: Any) -> bool:
@@ -196,6 +201,14 @@ def number(ok: Callable[[np.ndarray], np.ndarray] | None = None, must: str = "",
     def check(v: Any) -> Any:
         if isinstance(v, (bool, np.bool_, str)) or v is None:
             raise Invalid(f"must be a number, got {v!r}")
+        if _static_number(v):                   # fast path: one python or numpy scalar
+            x = float(v)
+            if finite and not math.isfinite(x):
+                raise Invalid(f"must be finite, got {x}")
+            with np.errstate(invalid="ignore"):
+                if ok is not None and not bool(ok(np.float64(x))):
+                    raise Invalid(f"{message}, got {x}")
+            return x
         try:
             a = np.asarray(v)
         except Exception:
@@ -247,10 +260,6 @@ def fields_of(cls: type) -> tuple[Field, ...]:
                     if "schema" in f.metadata)
         _FIELDS_CACHE[cls] = out
     return out
-
-
-def _static_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def check_config(obj: Any) -> None:

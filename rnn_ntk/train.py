@@ -221,6 +221,12 @@ def hparam_fields(cfg: TrainConfig) -> tuple[schema.Field, ...]:
     RNNConfig, defaults from cfg.model); width (the true width, default cfg.model.width, an integer
     in [1, array width]); the task's parameters (:func:`rnn_ntk.tasks.hparam_fields`).
     """
+    return _hparam_fields(cfg, tasks.TASKS[cfg.task.kind])
+
+
+@functools.lru_cache(maxsize=256)
+def _hparam_fields(cfg: TrainConfig, kind: tasks.TaskKind) -> tuple[schema.Field, ...]:
+    # cached per config and registry entry of its task kind
     m, M = cfg.model, cfg.width_array
     own = {f.name: f for f in TRAIN_HPARAMS}
     own.update({f.name: f.replace(default=float(getattr(m, f.name)))
