@@ -32,7 +32,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnn_ntk.progress import progress_hook, progress_listener
-from rnn_ntk.train import TrainConfig, _check_choice, _check_int, default_hparams, make_train
+from rnn_ntk.train import (TrainConfig, _check_choice, _check_int, _complete_hparams, check_hparams,
+                           make_train)
 from rnn_ntk.sweep.cost import run_bytes   # the one cost model (imports no other rnn_ntk module)
 
 Array = jax.Array
@@ -249,23 +250,6 @@ def _key_data(keys: Array) -> tuple[str | None, Array]:
     return key_impl, kd
 
 
-def _lane_hparams(cfg: TrainConfig, hparams: dict[str, Any], R: int) -> dict[str, np.ndarray]:
-    """Every hyperparameter as an (R,) host array of the run's dtype (defaults filled in)."""
-    defaults = default_hparams(cfg)
-    unknown = sorted(set(hparams) - set(defaults))
-    if unknown:
-        raise ValueError(f"hparams: unknown name(s) {unknown}; known: {sorted(defaults)}")
-    hp = {}
-    for k in defaults:
-        a = np.asarray(hparams.get(k, defaults[k]), dtype=np.dtype(cfg.dtype))
-        if a.ndim == 0:
-            a = np.full((R,), a)
-        if a.shape != (R,):
-            raise ValueError(f"hparams[{k!r}] must be a scalar or have shape ({R},), got {a.shape}")
-        hp[k] = a
-    return hp
-
-
 def _checked_layout(cfg: TrainConfig, layout: Layout | None, R: int) -> Layout:
     if layout is None:
         return choose_layout(cfg, R)
@@ -308,9 +292,10 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
     Returns:
       make_train's records with a leading run axis R.
     """
+    check_hparams(cfg, hparams)
     key_impl, kd = _key_data(keys)
     R = kd.shape[0]
-    hp = _lane_hparams(cfg, hparams, R)
+    hp = _complete_hparams(cfg, hparams, runs=R)
     layout = _checked_layout(cfg, layout, R)
     if progress is not None:
         _check_int("progress_every", progress_every, 1)

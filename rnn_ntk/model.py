@@ -25,6 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnn_ntk import schema
+from rnn_ntk.schema import ConfigError
+
 Array = jax.Array
 Params = dict[str, Array]
 
@@ -39,73 +42,59 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 READOUTS = ("last", "all", "mean")
 GROUPS = ("W", "U", "b", "v")
 RECURRENCES = ("full", "diagonal")
+__all__ = ["ACTIVATIONS", "READOUTS", "GROUPS", "RECURRENCES", "ConfigError", "RNNConfig", "Scales",
+           "paper_lr_to_ntk", "ntk_lr_to_paper", "param_shapes", "init_params", "pad_params",
+           "unpad_params", "forward", "hidden_states", "readout", "apply", "pattern", "ElmanRNN"]
 
 
-class ConfigError(ValueError):
-    """A configuration field has a bad value. The message is one line naming the field."""
+def _trainable(v: Any) -> tuple[str, ...]:
+    """A non-empty set of groups (a sequence, or a string such as 'Wv') in canonical order."""
+    if isinstance(v, str):
+        v = list(v) if set(v) <= set(GROUPS) and v else [v]
+    if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+        raise schema.Invalid(f"must be a list of strings, got {v!r}")
+    if not v:
+        raise schema.Invalid(f"must name at least one of {list(GROUPS)}")
+    bad = [s for s in v if s not in GROUPS]
+    if bad:
+        raise schema.Invalid(f"unknown group(s) {bad}; groups are {list(GROUPS)}")
+    if len(set(v)) != len(v):
+        raise schema.Invalid(f"repeated groups {list(v)}")
+    # canonical order, so that equal configs hash equal
+    return tuple(g for g in GROUPS if g in v)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-
-
-def _check_scale(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be finite and >= 0, got {value}")
+_SCALE = schema.number(schema.between(0.0), ">= 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class RNNConfig:
-    """Static description of an Elman RNN; validated on construction.
+    """Static description of an Elman RNN; validated on construction (one-line ConfigError).
 
     width: hidden units m.  input_dim: token dimension d.  output_dim: outputs k.
     activation: one of ``ACTIVATIONS``.  readout: 'last' (f_T), 'all' (f_1..f_T) or 'mean'.
-    sigma_*: the multipliers s_w, s_u, s_b, s_v of the NTK parameterisation.
+    sigma_*: the multipliers s_w, s_u, s_b, s_v of the NTK parameterisation (traced
+    hyper-parameters of a training run, defaults for its hparams).
     trainable: non-empty subset of {'W', 'U', 'b', 'v'}; kernels are for this subset.
     recurrence: 'full' (W is m x m) or 'diagonal' (W is an m-vector).
+    Each field is declared once with its check (:mod:`rnn_ntk.schema`); ``schema.fields_of(RNNConfig)``.
     """
 
-    width: int
-    input_dim: int
-    output_dim: int = 1
-    activation: str = "relu"
-    readout: str = "last"
-    sigma_w: float = 1.0
-    sigma_u: float = 1.0
-    sigma_b: float = 0.0
-    sigma_v: float = 1.0
-    trainable: tuple[str, ...] = GROUPS
-    recurrence: str = "full"
+    width: int = schema.field(check=schema.integer(1), doc="hidden units m")
+    input_dim: int = schema.field(check=schema.integer(1), doc="token dimension d")
+    output_dim: int = schema.field(1, check=schema.integer(1), doc="outputs k")
+    activation: str = schema.field("relu", choices=sorted(ACTIVATIONS), doc="phi")
+    readout: str = schema.field("last", choices=READOUTS, doc="'last', 'all' or 'mean'")
+    sigma_w: float = schema.field(1.0, check=_SCALE, traced=True, doc="recurrent multiplier s_w")
+    sigma_u: float = schema.field(1.0, check=_SCALE, traced=True, doc="input multiplier s_u")
+    sigma_b: float = schema.field(0.0, check=_SCALE, traced=True, doc="bias multiplier s_b")
+    sigma_v: float = schema.field(1.0, check=_SCALE, traced=True, doc="read-out multiplier s_v")
+    trainable: tuple[str, ...] = schema.field(GROUPS, check=_trainable, sequence=True,
+                                              doc="trained groups")
+    recurrence: str = schema.field("full", choices=RECURRENCES, doc="'full' or 'diagonal'")
 
     def __post_init__(self) -> None:
-        for name in ("width", "input_dim", "output_dim"):
-            _check_positive_int(name, getattr(self, name))
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.readout not in READOUTS:
-            raise ConfigError(f"readout must be one of {list(READOUTS)}, got {self.readout!r}")
-        for name in ("sigma_w", "sigma_u", "sigma_b", "sigma_v"):
-            _check_scale(name, getattr(self, name))
-        trainable = self.trainable
-        if isinstance(trainable, str):
-            trainable = tuple(trainable) if set(trainable) <= set(GROUPS) else (trainable,)
-        trainable = tuple(trainable)
-        bad = [g for g in trainable if g not in GROUPS]
-        if bad:
-            raise ConfigError(f"trainable must be a subset of {list(GROUPS)}, got unknown group(s) {bad}")
-        if not trainable:
-            raise ConfigError("trainable must name at least one of 'W', 'U', 'b', 'v'")
-        if len(set(trainable)) != len(trainable):
-            raise ConfigError(f"trainable has repeated groups: {list(trainable)}")
-        # canonical order, so that equal configs hash equal
-        object.__setattr__(self, "trainable", tuple(g for g in GROUPS if g in trainable))
-        if self.recurrence not in RECURRENCES:
-            raise ConfigError(f"recurrence must be one of {list(RECURRENCES)}, got {self.recurrence!r}")
+        schema.check_config(self)
 
     def replace(self, **changes: Any) -> "RNNConfig":
         return dataclasses.replace(self, **changes)

@@ -19,7 +19,10 @@ Conventions (1-indexed positions t = 1..T in the math, 0-indexed in code):
 * Tokens of norm ``eps_x`` are ``eps_x * u`` with u uniform on the unit sphere (of the subspace
   named per kind).
 
-Kinds (:data:`TASK_KINDS`):
+Kinds (:data:`TASK_KINDS`, the built-in entries of the registry :data:`TASKS`). Each kind is one
+:class:`TaskKind` entry: its traced parameters (schema Fields with defaults and checks), the static
+options it uses, its input draws and builder, and its target draws, parameters and values; the
+public functions dispatch through it, so a new kind is one entry (``TASKS[name] = TaskKind(...)``):
 
 ``random_labels`` (Allen-Zhu, Li & Song 2019, memorisation). First token
     x_1 = (cos(th)/sqrt2, sin(th)/sqrt2 * v, 1/sqrt2) with v uniform on the unit sphere of
@@ -111,13 +114,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_ntk import model
-from rnn_ntk.model import ConfigError
+from rnn_ntk import model, schema
+from rnn_ntk.schema import ConfigError
 
 Array = jax.Array
 
-TASK_KINDS = ("random_labels", "concept", "wang_additive", "wang_nvar", "lag", "state_space",
-              "teacher", "ntk_teacher")
+__all__ = ["TARGETS", "LINKS", "CONCEPT_PHIS", "COMMON_HPARAMS", "TaskConfig", "TaskKind", "TASKS",
+           "TASK_KINDS", "Data", "hparam_fields", "task_fields", "default_task_hparams",
+           "sample_task", "sample_inputs", "target_params", "target_values", "task_stats",
+           "nvar_offsets", "teacher_config", "ntk_teacher_config", "ntk_transport",
+           "ntk_teacher_features", "state_space_states"]
+
 TARGETS = ("last", "all")
 LINKS: dict[str, Callable[[Array], Array]] = {
     "sin": jnp.sin,
@@ -128,98 +135,69 @@ LINKS: dict[str, Callable[[Array], Array]] = {
 CONCEPT_PHIS: tuple[tuple[str, Callable[[Array], Array]], ...] = (
     ("square", jnp.square), ("sin", jnp.sin), ("cos", jnp.cos), ("exp", jnp.exp))
 
-# kind-specific static options and the kinds they apply to (elsewhere they must keep the default)
-_STATIC_OPTIONS: dict[str, tuple[str, ...]] = {
-    "n_terms": ("concept",),
-    "n_vars": ("wang_nvar",),
-    "span": ("wang_nvar",),
-    "link": ("wang_additive", "wang_nvar", "lag"),
-    "state_dim": ("state_space",),
-    "teacher_width": ("teacher",),
-    "teacher_activation": ("teacher", "ntk_teacher"),
-    "ntk_units": ("ntk_teacher",),
-    "n_ref": ("concept", "wang_additive", "wang_nvar", "lag", "state_space", "teacher",
-              "ntk_teacher"),
-}
+_check_int = schema.check_int          # one integer check (numpy integers accepted, bools rejected)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+def _kind(v: Any) -> str:
+    if not isinstance(v, str):
+        raise schema.Invalid(f"must be a string, got {v!r}")
+    if v not in TASKS:
+        raise schema.Invalid(f"must be one of {list(TASKS)}, got {v!r}{schema.did_you_mean(v, TASKS)}")
+    return v
+
+
+_COMMON = ("kind", "n_train", "n_test", "length", "input_dim", "output_dim", "target")
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
     """Static description of a task; validated on construction (one-line ConfigError naming the field).
 
-    kind: one of :data:`TASK_KINDS`.  n_train, n_test: sequences.  length: T.  input_dim: d.
-    output_dim: k.  target: 'last' (y is (n, k)) or 'all' (y is (n, T, k)).
-    Kind-specific static options (left at their defaults by the other kinds):
+    kind: one of :data:`TASKS` (:data:`TASK_KINDS`).  n_train, n_test: sequences.  length: T.
+    input_dim: d.  output_dim: k.  target: 'last' (y is (n, k)) or 'all' (y is (n, T, k)).
+    Kind-specific static options (left at their defaults by the kinds whose :class:`TaskKind`
+    entry does not list them in ``options``):
       n_terms: p, terms per position of the concept class.  n_vars: N and span: l0 of the
       N-variable target.  link: f of the Wang and lag targets ('sin', 'tanh', 'linear').
       state_dim: r of the state-space system.  teacher_width, teacher_activation: the teacher RNN
       (teacher_activation is also the activation of the ntk_teacher's units).  ntk_units: M,
       the reference units of the ntk_teacher.
       n_ref: size of the reference sample used to normalise targets (all kinds but random_labels).
+    Fields are declared once with their checks (``schema.fields_of(TaskConfig)``); the kind's
+    own rules (:attr:`TaskKind.check`) run after them.
     """
 
-    kind: str
-    n_train: int
-    n_test: int
-    length: int
-    input_dim: int
-    output_dim: int = 1
-    target: str = "last"
-    n_terms: int = 3
-    n_vars: int = 2
-    span: int = 1
-    link: str = "sin"
-    state_dim: int = 8
-    teacher_width: int = 32
-    teacher_activation: str = "tanh"
-    ntk_units: int = 512
-    n_ref: int = 2048
+    kind: str = schema.field(check=_kind, doc="task kind, a key of tasks.TASKS")
+    n_train: int = schema.field(check=schema.integer(1), doc="training sequences")
+    n_test: int = schema.field(check=schema.integer(1), doc="test sequences")
+    length: int = schema.field(check=schema.integer(1), doc="sequence length T")
+    input_dim: int = schema.field(check=schema.integer(1), doc="token dimension d")
+    output_dim: int = schema.field(1, check=schema.integer(1), doc="outputs k")
+    target: str = schema.field("last", choices=TARGETS, doc="'last' or 'all' positions")
+    n_terms: int = schema.field(3, check=schema.integer(1), doc="concept: terms p per position")
+    n_vars: int = schema.field(2, check=schema.integer(1), doc="wang_nvar: variables N")
+    span: int = schema.field(1, check=schema.integer(0), doc="wang_nvar: span l0")
+    link: str = schema.field("sin", choices=sorted(LINKS), doc="link f of wang_* and lag")
+    state_dim: int = schema.field(8, check=schema.integer(1), doc="state_space: state size r")
+    teacher_width: int = schema.field(32, check=schema.integer(1), doc="teacher: width")
+    teacher_activation: str = schema.field("tanh", choices=sorted(model.ACTIVATIONS),
+                                           doc="teacher / ntk_teacher: activation")
+    ntk_units: int = schema.field(512, check=schema.integer(1), doc="ntk_teacher: units M")
+    n_ref: int = schema.field(2048, check=schema.integer(2), doc="reference sample size")
 
     def __post_init__(self) -> None:
-        if self.kind not in TASK_KINDS:
-            raise ConfigError(f"kind must be one of {list(TASK_KINDS)}, got {self.kind!r}")
-        for name in ("n_train", "n_test", "length", "input_dim", "output_dim"):
-            _check_int(name, getattr(self, name), 1)
-        if self.target not in TARGETS:
-            raise ConfigError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
-        _check_int("n_terms", self.n_terms, 1)
-        _check_int("n_vars", self.n_vars, 1)
-        _check_int("span", self.span, 0)
-        if self.link not in LINKS:
-            raise ConfigError(f"link must be one of {sorted(LINKS)}, got {self.link!r}")
-        _check_int("state_dim", self.state_dim, 1)
-        _check_int("teacher_width", self.teacher_width, 1)
-        if self.teacher_activation not in model.ACTIVATIONS:
-            raise ConfigError(f"teacher_activation must be one of {sorted(model.ACTIVATIONS)}, "
-                              f"got {self.teacher_activation!r}")
-        _check_int("ntk_units", self.ntk_units, 1)
-        _check_int("n_ref", self.n_ref, 2)
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for name, kinds in _STATIC_OPTIONS.items():
-            if self.kind not in kinds and getattr(self, name) != defaults[name]:
-                raise ConfigError(f"{name} only applies to kind(s) {list(kinds)}, not {self.kind!r}; "
-                                  f"leave it at its default {defaults[name]!r}")
-        if self.kind == "random_labels" and self.input_dim < 3:
-            raise ConfigError(f"input_dim must be >= 3 for kind 'random_labels' (first tokens need "
-                              f"room to be separated), got {self.input_dim}")
-        if self.kind == "concept":
-            if self.input_dim < 2:
-                raise ConfigError(f"input_dim must be >= 2 for kind 'concept', got {self.input_dim}")
-            if self.length < 2:
-                raise ConfigError(f"length must be >= 2 for kind 'concept', got {self.length}")
-        if self.kind == "wang_nvar":
-            if self.span < self.n_vars - 1:
-                raise ConfigError(f"span must be >= n_vars - 1 = {self.n_vars - 1} (distinct "
-                                  f"positions), got {self.span}")
-            if self.span > self.length - 1:
-                raise ConfigError(f"span must be <= length - 1 = {self.length - 1}, got {self.span}")
+        schema.check_config(self)
+        tk = TASKS[self.kind]
+        for f in schema.fields_of(TaskConfig):
+            if f.name in _COMMON or f.name in tk.options or getattr(self, f.name) == f.default:
+                continue
+            kinds = [k for k, e in TASKS.items() if f.name in e.options]
+            raise ConfigError(f"{f.name} only applies to kind(s) {kinds}, not {self.kind!r}; "
+                              f"leave it at its default {f.default!r}")
+        if tk.check is not None:
+            problem = tk.check(self)
+            if problem:
+                raise ConfigError(problem)
 
     def replace(self, **changes: Any) -> "TaskConfig":
         return dataclasses.replace(self, **changes)
@@ -234,24 +212,105 @@ class Data(NamedTuple):
     y_test: Array
 
 
+# ----------------------------------------------------------------------------------------------
+# the registry entry of a kind
+
+
+Fields = tuple[schema.Field, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+    """Everything about one task kind; ``TASKS[name]`` is the only place a kind is described.
+
+    hparams: its traced numeric parameters besides the common ``label_noise`` and ``eps_x`` (a
+        field named like a common one replaces it), as schema Fields with defaults and checks;
+        or ``hparams(tcfg)`` when a default or bound depends on the config (``tcfg`` is None
+        when only the kind is known, e.g. in a spec: the config-free bounds).
+    options: the static :class:`TaskConfig` options it uses (the others keep their defaults).
+    input_shapes(tcfg, n) -> {name: shape}: the Gaussian draws n input sequences come from.
+    inputs(tcfg, g, hp, dtype) -> x (n, T, d) from those draws (``hp``: the task hparams).
+    target_shapes(tcfg) -> {name: shape}: Gaussian draws of the target's weights and 'ref'
+        sample; None: no target function, the labels are iid N(0, 1) draws.
+    target_params(tcfg, kt, g, hp, dtype) -> tparams (a pytree), kt = fold_in(key, 2) and g the
+        draws of target_shapes (from fold_in(kt, 1)).
+    target_values(tcfg, tparams, x) -> y: (n, k) for target 'last', (n, T, k) for 'all'.
+    check(tcfg) -> a one-line problem or None: rules of the kind on the config.
+    """
+
+    hparams: Fields | Callable[[TaskConfig | None], Fields] = ()
+    options: tuple[str, ...] = ()
+    input_shapes: Callable[[TaskConfig, int], dict[str, tuple[int, ...]]] | None = None
+    inputs: Callable[..., Array] | None = None
+    target_shapes: Callable[[TaskConfig], dict[str, tuple[int, ...]]] | None = None
+    target_params: Callable[..., Any] | None = None
+    target_values: Callable[[TaskConfig, Any, Array], Array] | None = None
+    check: Callable[[TaskConfig], str | None] | None = None
+
+    def __post_init__(self) -> None:
+        names = {f.name for f in schema.fields_of(TaskConfig)}
+        bad = [o for o in self.options if o not in names or o in _COMMON]
+        if bad:
+            raise ConfigError(f"TaskKind.options: {bad} are not options of TaskConfig")
+        if (self.input_shapes is None) != (self.inputs is None):
+            raise ConfigError("TaskKind: give input_shapes and inputs together (or neither)")
+        given = [self.target_shapes is None, self.target_params is None,
+                 self.target_values is None]
+        if len(set(given)) != 1:
+            raise ConfigError("TaskKind: give target_shapes, target_params and target_values "
+                              "together (or none, for iid labels)")
+
+    def hparam_fields(self, tcfg: TaskConfig | None) -> Fields:
+        own = self.hparams(tcfg) if callable(self.hparams) else tuple(self.hparams)
+        by_name = {f.name: f for f in own}
+        common = tuple(by_name.pop(f.name, f) for f in COMMON_HPARAMS)
+        return common + tuple(by_name.values())
+
+
+def _nonneg(name: str, default: float, doc: str) -> schema.Field:
+    return schema.Field(name, default, schema.number(schema.between(0.0), ">= 0"), doc, traced=True)
+
+
+COMMON_HPARAMS: Fields = (
+    _nonneg("label_noise", 0.0, "std of the Gaussian noise on the train labels"),
+    _nonneg("eps_x", 1.0, "token norm"),
+)
+_EPS_UNIT = schema.Field("eps_x", 1.0, schema.number(schema.between(0.0, 1.0),
+                                                     "in [0, 1] (tokens must have norm <= 1)"),
+                         "token norm (<= 1)", traced=True)
+
+
+def hparam_fields(tcfg: TaskConfig) -> Fields:
+    """The task's traced numeric parameters as schema Fields, bounds bound to ``tcfg``."""
+    return TASKS[tcfg.kind].hparam_fields(tcfg)
+
+
+def task_fields(kind: str | None = None) -> Fields:
+    """The fields a spec's [task] section may set: the TaskConfig fields used by ``kind`` and its
+    traced parameters (config-free bounds); with kind None those of every kind (see
+    :func:`rnn_ntk.schema.section_fields`)."""
+    if kind is not None and kind not in TASKS:
+        raise ConfigError(f"kind: must be one of {list(TASKS)}, got {kind!r}"
+                          f"{schema.did_you_mean(str(kind), TASKS)}")
+    entries = list(TASKS.values()) if kind is None else [TASKS[kind]]
+    static = tuple(f for f in schema.fields_of(TaskConfig)
+                   if f.name in _COMMON or any(f.name in e.options for e in entries))
+    hps: dict[str, schema.Field] = {}
+    for e in entries:
+        for f in e.hparam_fields(None):
+            hps.setdefault(f.name, f)
+    return static + tuple(hps.values())
+
+
 def default_task_hparams(tcfg: TaskConfig) -> dict[str, float]:
     """The traced numeric parameters of the task with their defaults (always has 'label_noise').
 
     eps_x: token norm (<= 1 for random_labels and concept).  delta: requested first-token
     separation (random_labels).  lag: k of the lag target (rounded to an integer).  rho: memory
     decay of the state-space system.  teacher_sigma_w: recurrent multiplier of the teacher (for
-    ntk_teacher: s_w of its diagonal units).
+    ntk_teacher: s_w of its diagonal units). Declared in the kind's :class:`TaskKind` entry.
     """
-    hp: dict[str, float] = {"label_noise": 0.0, "eps_x": 1.0}
-    if tcfg.kind == "random_labels":
-        hp["delta"] = 0.1
-    elif tcfg.kind == "lag":
-        hp["lag"] = float(min(2, tcfg.length - 1))
-    elif tcfg.kind == "state_space":
-        hp["rho"] = 0.9
-    elif tcfg.kind in ("teacher", "ntk_teacher"):
-        hp["teacher_sigma_w"] = 1.0
-    return hp
+    return {f.name: float(f.default) for f in hparam_fields(tcfg)}
 
 
 def _is_concrete(v: Any) -> bool:
@@ -260,43 +319,18 @@ def _is_concrete(v: Any) -> bool:
 
 def _resolve_hparams(tcfg: TaskConfig, thp: dict[str, Any] | None) -> dict[str, Any]:
     """The task's hparams: defaults overridden by ``thp`` (other keys of ``thp`` are ignored, so a
-    trainer may pass its whole hparams dict). Concrete values are range-checked here; traced
-    ones cannot be and are used as given."""
-    hp: dict[str, Any] = default_task_hparams(tcfg)
-    if thp is not None:
-        if not isinstance(thp, dict):
-            raise ConfigError(f"thp must be a dict of task hparams, got {type(thp).__name__}")
-        for name in hp:
-            if name in thp:
-                hp[name] = thp[name]
-    for name, v in hp.items():
-        if not _is_concrete(v):
-            continue
-        a = np.asarray(v)
-        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-            raise ConfigError(f"task hparam {name!r} must be real numbers, got {v!r}")
-        if not np.all(np.isfinite(a)):
-            raise ConfigError(f"task hparam {name!r} must be finite, got {v!r}")
-        bad = None
-        if name == "label_noise" and np.any(a < 0):
-            bad = ">= 0"
-        elif name == "eps_x":
-            if tcfg.kind in ("random_labels", "concept") and np.any((a < 0) | (a > 1)):
-                bad = "in [0, 1] (tokens must have norm <= 1)"
-            elif np.any(a < 0):
-                bad = ">= 0"
-        elif name == "delta" and np.any((a < 0) | (a > math.sqrt(2.0))):
-            bad = "in [0, sqrt(2)]"
-        elif name == "rho" and np.any((a < 0) | (a >= 1)):
-            bad = "in [0, 1)"
-        elif name == "lag":
-            hi = tcfg.length - 1 if tcfg.target == "last" else tcfg.length
-            if np.any((a < 0) | (a > hi)) or np.any(a != np.round(a)):
-                bad = f"an integer in [0, {hi}]"
-        elif name == "teacher_sigma_w" and np.any(a < 0):
-            bad = ">= 0"
-        if bad is not None:
-            raise ConfigError(f"task hparam {name!r} must be {bad}, got {v!r}")
+    trainer may pass its whole hparams dict). Concrete values (scalars or arrays) are checked
+    with the declared checks here; traced ones cannot be and are used as given."""
+    if thp is not None and not isinstance(thp, dict):
+        raise ConfigError(f"thp must be a dict of task hparams, got {type(thp).__name__}")
+    hp: dict[str, Any] = {}
+    for f in hparam_fields(tcfg):
+        v = f.default if thp is None else thp.get(f.name, f.default)
+        if _is_concrete(v):
+            _, problem = f.check_value(v)
+            if problem is not None:
+                raise ConfigError(f"task hparam {f.name!r} {problem}")
+        hp[f.name] = v
     return hp
 
 
@@ -343,14 +377,35 @@ def _min_pair_distance(v_ND: Array, block: int = 512) -> Array:
     return jnp.sqrt(jnp.maximum(2.0 - 2.0 * dot, 0.0))
 
 
-def _input_shapes(tcfg: TaskConfig, n: int) -> dict[str, tuple[int, ...]]:
-    """Gaussian draws that n input sequences are built from."""
+def _sphere_shapes(tcfg: TaskConfig, n: int) -> dict[str, tuple[int, ...]]:
+    """The default input draws: one Gaussian per token."""
+    return {"z": (n, tcfg.length, tcfg.input_dim)}
+
+
+def _sphere_inputs(tcfg: TaskConfig, g: dict[str, Array], hp: dict, dtype: Any) -> Array:
+    """The default inputs: tokens of norm eps_x, uniform on the sphere of R^d."""
+    return jnp.asarray(hp["eps_x"], dtype) * _unit(g["z"])
+
+
+def _random_labels_shapes(tcfg: TaskConfig, n: int) -> dict[str, tuple[int, ...]]:
     T, d = tcfg.length, tcfg.input_dim
-    if tcfg.kind == "random_labels":
-        return {"v": (n, d - 2), "z": (n, T - 1, d)}
-    if tcfg.kind == "concept":
-        return {"z": (n, T - 1, d - 1)}
-    return {"z": (n, T, d)}
+    return {"v": (n, d - 2), "z": (n, T - 1, d)}
+
+
+def _random_labels_inputs(tcfg: TaskConfig, g: dict[str, Array], hp: dict, dtype: Any) -> Array:
+    """delta-separated first tokens (module docstring), then tokens of norm eps_x."""
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    r = 1.0 / math.sqrt(2.0)
+    v = _unit(g["v"])
+    n = v.shape[0]
+    s_min = _min_pair_distance(v)
+    delta = jnp.asarray(hp["delta"], dtype)
+    safe = jnp.where(s_min > 0, s_min, 1.0)
+    sin_th = jnp.where(s_min > 0, jnp.minimum(1.0, math.sqrt(2.0) * delta / safe), 1.0)
+    cos_th = jnp.sqrt(jnp.maximum(1.0 - sin_th * sin_th, 0.0))
+    ones = jnp.ones((n, 1), dtype)
+    x1 = jnp.concatenate([(r * cos_th) * ones, (r * sin_th) * v, r * ones], axis=-1)
+    return jnp.concatenate([x1[:, None, :], eps * _unit(g["z"])], axis=1)
 
 
 def _concept_tokens(g: Array, eps: Any, dtype: Any) -> Array:
@@ -360,27 +415,30 @@ def _concept_tokens(g: Array, eps: Any, dtype: Any) -> Array:
                            axis=-1)
 
 
-def _build_inputs(tcfg: TaskConfig, g: dict[str, Array], hp: dict, dtype: Any) -> Array:
-    """Input sequences (n, T, d) from the Gaussian draws of :func:`_input_shapes`."""
+def _concept_shapes(tcfg: TaskConfig, n: int) -> dict[str, tuple[int, ...]]:
+    return {"z": (n, tcfg.length - 1, tcfg.input_dim - 1)}
+
+
+def _concept_inputs(tcfg: TaskConfig, g: dict[str, Array], hp: dict, dtype: Any) -> Array:
+    """The common first token (e_1 + e_d)/sqrt2, then concept tokens of norm eps_x."""
     eps = jnp.asarray(hp["eps_x"], dtype)
     r = 1.0 / math.sqrt(2.0)
-    if tcfg.kind == "random_labels":
-        v = _unit(g["v"])
-        n = v.shape[0]
-        s_min = _min_pair_distance(v)
-        delta = jnp.asarray(hp["delta"], dtype)
-        safe = jnp.where(s_min > 0, s_min, 1.0)
-        sin_th = jnp.where(s_min > 0, jnp.minimum(1.0, math.sqrt(2.0) * delta / safe), 1.0)
-        cos_th = jnp.sqrt(jnp.maximum(1.0 - sin_th * sin_th, 0.0))
-        ones = jnp.ones((n, 1), dtype)
-        x1 = jnp.concatenate([(r * cos_th) * ones, (r * sin_th) * v, r * ones], axis=-1)
-        return jnp.concatenate([x1[:, None, :], eps * _unit(g["z"])], axis=1)
-    if tcfg.kind == "concept":
-        z = _concept_tokens(g["z"], eps, dtype)
-        n, d = z.shape[0], tcfg.input_dim
-        x1 = jnp.zeros((d,), dtype).at[0].set(r).at[d - 1].set(r)
-        return jnp.concatenate([jnp.broadcast_to(x1, (n, 1, d)), z], axis=1)
-    return eps * _unit(g["z"])
+    z = _concept_tokens(g["z"], eps, dtype)
+    n, d = z.shape[0], tcfg.input_dim
+    x1 = jnp.zeros((d,), dtype).at[0].set(r).at[d - 1].set(r)
+    return jnp.concatenate([jnp.broadcast_to(x1, (n, 1, d)), z], axis=1)
+
+
+def _input_shapes(tcfg: TaskConfig, n: int) -> dict[str, tuple[int, ...]]:
+    """Gaussian draws that n input sequences are built from (the kind's entry, or the default)."""
+    tk = TASKS[tcfg.kind]
+    return (tk.input_shapes or _sphere_shapes)(tcfg, n)
+
+
+def _build_inputs(tcfg: TaskConfig, g: dict[str, Array], hp: dict, dtype: Any) -> Array:
+    """Input sequences (n, T, d) from the Gaussian draws of :func:`_input_shapes`."""
+    tk = TASKS[tcfg.kind]
+    return (tk.inputs or _sphere_inputs)(tcfg, g, hp, dtype)
 
 
 def sample_inputs(tcfg: TaskConfig, key: Array, n: int, thp: dict | None = None,
@@ -490,27 +548,160 @@ def _concept_terms(tcfg: TaskConfig, tp: dict, z_NLD: Array) -> Array:
     return jnp.einsum("...lj,ljk->...lk", P, tp["a"])
 
 
-def _target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
-    """Gaussian draws of the target's weights and of its reference sample ('ref')."""
+# one function per kind and role; the registry TASKS (end of the module) ties them together
+
+
+def _concept_target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
     T, d, k, R = tcfg.length, tcfg.input_dim, tcfg.output_dim, tcfg.n_ref
-    kind = tcfg.kind
-    if kind == "concept":
-        return {"a": (T - 1, tcfg.n_terms, k), "w": (T - 1, tcfg.n_terms, d), "ref": (R, d - 1)}
-    if kind == "wang_additive":
-        return {"beta": (T, d, k), "ref": (R, d)}
-    if kind == "wang_nvar":
-        return {"beta": (tcfg.n_vars, d, k), "ref": (R, tcfg.n_vars, d)}
-    if kind == "lag":
-        return {"beta": (d, k), "ref": (R, d)}
-    if kind == "state_space":
-        r = tcfg.state_dim
-        return {"G": (r, r), "B": (r, d), "C": (k, r), "ref": (R, T, d)}
-    if kind == "teacher":
-        return {"ref": (R, T, d)}
-    if kind == "ntk_teacher":
-        M, D = tcfg.ntk_units, d + 1
-        return {"W": (M,), "U": (M, d), "A": (k, D, D), "a": (k, D), "ref": (R, T, d)}
-    raise AssertionError(kind)
+    return {"a": (T - 1, tcfg.n_terms, k), "w": (T - 1, tcfg.n_terms, d), "ref": (R, d - 1)}
+
+
+def _concept_target_params(tcfg: TaskConfig, kt: Array, g: dict, hp: dict, dtype: Any) -> dict:
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    tp: dict[str, Any] = {"a": g["a"], "w": g["w"]}
+    S_ref = _concept_terms(tcfg, tp, _concept_tokens(g["ref"], eps, dtype)[:, None, :])
+    sd = jnp.std(S_ref, axis=0)
+    return dict(tp, mu=jnp.mean(S_ref, axis=0), sd=jnp.where(sd > 0, sd, 1.0))
+
+
+def _concept_target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    Z = (_concept_terms(tcfg, tparams, x_NTD[:, 1:, :]) - tparams["mu"][None]) / tparams["sd"][None]
+    L = Z.shape[1]
+    if tcfg.target == "last":
+        return jnp.sum(Z, axis=1) / math.sqrt(L)
+    cum = jnp.cumsum(Z, axis=1) / jnp.sqrt(jnp.arange(1, L + 1, dtype=Z.dtype))[None, :, None]
+    return jnp.concatenate([jnp.zeros_like(cum[:, :1, :]), cum], axis=1)
+
+
+def _additive_target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
+    T, d, k, R = tcfg.length, tcfg.input_dim, tcfg.output_dim, tcfg.n_ref
+    return {"beta": (T, d, k), "ref": (R, d)}
+
+
+def _additive_target_params(tcfg: TaskConfig, kt: Array, g: dict, hp: dict, dtype: Any) -> dict:
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    F = LINKS[tcfg.link](jnp.einsum("rd,tdk->rtk", eps * _unit(g["ref"]), g["beta"]))
+    return {"beta": g["beta"], "var": jnp.mean(F * F, axis=0)}
+
+
+def _additive_target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    F = LINKS[tcfg.link](jnp.einsum("ntd,tdk->ntk", x_NTD, tparams["beta"]))
+    cv = jnp.cumsum(tparams["var"], axis=0)                              # (T, k)
+    c = jnp.where(cv > 0, 1.0 / jnp.sqrt(jnp.where(cv > 0, cv, 1.0)), 1.0)
+    if tcfg.target == "last":
+        return jnp.sum(F, axis=1) * c[None, -1, :]
+    return jnp.cumsum(F, axis=1) * c[None]
+
+
+def _nvar_target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
+    d, k, R = tcfg.input_dim, tcfg.output_dim, tcfg.n_ref
+    return {"beta": (tcfg.n_vars, d, k), "ref": (R, tcfg.n_vars, d)}
+
+
+def _nvar_target_params(tcfg: TaskConfig, kt: Array, g: dict, hp: dict, dtype: Any) -> dict:
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    beta = g["beta"] / math.sqrt(tcfg.n_vars)
+    s = jnp.einsum("rnd,ndk->rk", eps * _unit(g["ref"]), beta)
+    return {"beta": beta, "c": _rms_scale(LINKS[tcfg.link](s), axis=0)}
+
+
+def _nvar_target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    f, l0, beta = LINKS[tcfg.link], tcfg.span, tparams["beta"]
+    T = x_NTD.shape[1]
+    if tcfg.target == "last":
+        s = sum(x_NTD[:, T - 1 - l0 + o, :] @ beta[j] for j, o in enumerate(nvar_offsets(tcfg)))
+        return tparams["c"][None, :] * f(s)
+    xp = jnp.pad(x_NTD, ((0, 0), (l0, 0), (0, 0)))    # x_{t - l0 + o} = xp[t + o], 0 before 1
+    s = sum(jnp.einsum("ntd,dk->ntk", xp[:, o:o + T, :], beta[j])
+            for j, o in enumerate(nvar_offsets(tcfg)))
+    return tparams["c"][None, None, :] * f(s)
+
+
+def _lag_target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
+    return {"beta": (tcfg.input_dim, tcfg.output_dim), "ref": (tcfg.n_ref, tcfg.input_dim)}
+
+
+def _lag_target_params(tcfg: TaskConfig, kt: Array, g: dict, hp: dict, dtype: Any) -> dict:
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    return {"beta": g["beta"], "lag": jnp.asarray(hp["lag"], dtype),
+            "c": _rms_scale(LINKS[tcfg.link](eps * _unit(g["ref"]) @ g["beta"]), axis=0)}
+
+
+def _lag_target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    T = x_NTD.shape[1]
+    idx = jnp.arange(T) - jnp.round(tparams["lag"]).astype(jnp.int32)
+    xs = jnp.take(x_NTD, jnp.clip(idx, 0, T - 1), axis=1)
+    s = jnp.einsum("ntd,dk->ntk", xs, tparams["beta"])
+    g = tparams["c"][None, None, :] * LINKS[tcfg.link](s)
+    y = jnp.where((idx >= 0)[None, :, None], g, 0.0)
+    return y[:, -1, :] if tcfg.target == "last" else y
+
+
+def _state_space_target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
+    T, d, k, R, r = tcfg.length, tcfg.input_dim, tcfg.output_dim, tcfg.n_ref, tcfg.state_dim
+    return {"G": (r, r), "B": (r, d), "C": (k, r), "ref": (R, T, d)}
+
+
+def _state_space_target_params(tcfg: TaskConfig, kt: Array, g: dict, hp: dict, dtype: Any) -> dict:
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    tp = {"A": 0.5 * g["G"] / jnp.linalg.norm(g["G"], ord=2), "B": g["B"],
+          "C": g["C"] / math.sqrt(tcfg.state_dim), "rho": jnp.asarray(hp["rho"], dtype)}
+    s_ref = state_space_states(tp, eps * _unit(g["ref"]))[:, -1, :]
+    return dict(tp, c=_rms_scale(s_ref @ tp["C"].T, axis=0))
+
+
+def _state_space_target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    s = state_space_states(tparams, x_NTD)
+    y = tparams["c"][None, None, :] * jnp.einsum("ntr,kr->ntk", s, tparams["C"])
+    return y[:, -1, :] if tcfg.target == "last" else y
+
+
+def _ref_sequences(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
+    return {"ref": (tcfg.n_ref, tcfg.length, tcfg.input_dim)}
+
+
+def _teacher_target_params(tcfg: TaskConfig, kt: Array, g: dict, hp: dict, dtype: Any) -> dict:
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    cfg = teacher_config(tcfg)
+    params = model.init_params(cfg, jax.random.fold_in(kt, 0), dtype)
+    scales = _teacher_scales(tcfg, hp["teacher_sigma_w"], 1.0, dtype)
+    y_ref = model.apply(cfg, params, eps * _unit(g["ref"]), scales=scales)
+    if tcfg.target == "all":
+        y_ref = y_ref[:, -1, :]
+    return {"params": params,
+            "scales": _teacher_scales(tcfg, hp["teacher_sigma_w"], _rms_scale(y_ref), dtype)}
+
+
+def _teacher_target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    return model.apply(teacher_config(tcfg), tparams["params"], x_NTD, scales=tparams["scales"])
+
+
+def _ntk_teacher_target_shapes(tcfg: TaskConfig) -> dict[str, tuple[int, ...]]:
+    T, d, k, R = tcfg.length, tcfg.input_dim, tcfg.output_dim, tcfg.n_ref
+    M, D = tcfg.ntk_units, d + 1
+    return {"W": (M,), "U": (M, d), "A": (k, D, D), "a": (k, D), "ref": (R, T, d)}
+
+
+def _ntk_teacher_target_params(tcfg: TaskConfig, kt: Array, g: dict, hp: dict, dtype: Any) -> dict:
+    eps = jnp.asarray(hp["eps_x"], dtype)
+    theta = jnp.concatenate([g["W"][:, None], g["U"]], axis=1)
+    nu = ntk_transport(g["A"], g["a"], theta)
+    tp = {"W": g["W"], "U": g["U"], "A": g["A"], "a": g["a"], "nu": nu,
+          "sigma_w": jnp.asarray(hp["teacher_sigma_w"], dtype)}
+    c = _rms_scale(ntk_teacher_features(tcfg, tp, eps * _unit(g["ref"]))[:, -1, :], axis=0)
+    return dict(tp, c=c, transport_bound=c * jnp.max(jnp.linalg.norm(nu, axis=-1), axis=-1))
+
+
+def _ntk_teacher_target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
+    y = tparams["c"][None, None, :] * ntk_teacher_features(tcfg, tparams, x_NTD)
+    return y[:, -1, :] if tcfg.target == "last" else y
+
+
+def _target_kind(tcfg: TaskConfig) -> TaskKind:
+    tk = TASKS[tcfg.kind]
+    if tk.target_shapes is None:
+        raise ConfigError(f"kind {tcfg.kind!r} has no target function (its labels are iid noise)")
+    return tk
 
 
 def target_params(tcfg: TaskConfig, key: Array, thp: dict | None = None,
@@ -526,55 +717,16 @@ def target_params(tcfg: TaskConfig, key: Array, thp: dict | None = None,
     theta_i = (W_i, U_i)), A (k, D, D), a (k, D), nu (k, M, D) = nu_k(theta_i), sigma_w, c (k,),
     transport_bound (k,) = c_k max_i ||nu_k(theta_i)||.  random_labels has no target function.
     """
-    if tcfg.kind == "random_labels":
-        raise ConfigError("kind 'random_labels' has no target function (its labels are iid noise)")
+    _target_kind(tcfg)
     return _target_params(tcfg, key, _resolve_hparams(tcfg, thp), jnp.dtype(dtype))
 
 
 @functools.partial(jax.jit, static_argnames=("tcfg", "dtype"))
 def _target_params(tcfg: TaskConfig, key: Array, hp: dict, dtype: Any) -> dict[str, Any]:
+    tk = _target_kind(tcfg)
     kt = jax.random.fold_in(key, 2)
-    g = _draw(jax.random.fold_in(kt, 1), _target_shapes(tcfg), dtype)
-    eps = jnp.asarray(hp["eps_x"], dtype)
-    f = LINKS[tcfg.link]
-    kind = tcfg.kind
-    if kind == "concept":
-        tp: dict[str, Any] = {"a": g["a"], "w": g["w"]}
-        S_ref = _concept_terms(tcfg, tp, _concept_tokens(g["ref"], eps, dtype)[:, None, :])
-        sd = jnp.std(S_ref, axis=0)
-        return dict(tp, mu=jnp.mean(S_ref, axis=0), sd=jnp.where(sd > 0, sd, 1.0))
-    if kind == "wang_additive":
-        F = f(jnp.einsum("rd,tdk->rtk", eps * _unit(g["ref"]), g["beta"]))
-        return {"beta": g["beta"], "var": jnp.mean(F * F, axis=0)}
-    if kind == "wang_nvar":
-        beta = g["beta"] / math.sqrt(tcfg.n_vars)
-        s = jnp.einsum("rnd,ndk->rk", eps * _unit(g["ref"]), beta)
-        return {"beta": beta, "c": _rms_scale(f(s), axis=0)}
-    if kind == "lag":
-        return {"beta": g["beta"], "lag": jnp.asarray(hp["lag"], dtype),
-                "c": _rms_scale(f(eps * _unit(g["ref"]) @ g["beta"]), axis=0)}
-    if kind == "state_space":
-        tp = {"A": 0.5 * g["G"] / jnp.linalg.norm(g["G"], ord=2), "B": g["B"],
-              "C": g["C"] / math.sqrt(tcfg.state_dim), "rho": jnp.asarray(hp["rho"], dtype)}
-        s_ref = state_space_states(tp, eps * _unit(g["ref"]))[:, -1, :]
-        return dict(tp, c=_rms_scale(s_ref @ tp["C"].T, axis=0))
-    if kind == "teacher":
-        cfg = teacher_config(tcfg)
-        params = model.init_params(cfg, jax.random.fold_in(kt, 0), dtype)
-        scales = _teacher_scales(tcfg, hp["teacher_sigma_w"], 1.0, dtype)
-        y_ref = model.apply(cfg, params, eps * _unit(g["ref"]), scales=scales)
-        if tcfg.target == "all":
-            y_ref = y_ref[:, -1, :]
-        return {"params": params,
-                "scales": _teacher_scales(tcfg, hp["teacher_sigma_w"], _rms_scale(y_ref), dtype)}
-    if kind == "ntk_teacher":
-        theta = jnp.concatenate([g["W"][:, None], g["U"]], axis=1)
-        nu = ntk_transport(g["A"], g["a"], theta)
-        tp = {"W": g["W"], "U": g["U"], "A": g["A"], "a": g["a"], "nu": nu,
-              "sigma_w": jnp.asarray(hp["teacher_sigma_w"], dtype)}
-        c = _rms_scale(ntk_teacher_features(tcfg, tp, eps * _unit(g["ref"]))[:, -1, :], axis=0)
-        return dict(tp, c=c, transport_bound=c * jnp.max(jnp.linalg.norm(nu, axis=-1), axis=-1))
-    raise AssertionError(kind)
+    g = _draw(jax.random.fold_in(kt, 1), tk.target_shapes(tcfg), dtype)
+    return tk.target_params(tcfg, kt, g, hp, dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("tcfg",))
@@ -583,51 +735,7 @@ def target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
 
     See the module docstring for each kind's formula; ``tparams`` is from :func:`target_params`.
     """
-    kind = tcfg.kind
-    last = tcfg.target == "last"
-    n, T, _ = x_NTD.shape
-    if kind == "random_labels":
-        raise ConfigError("kind 'random_labels' has no target function (its labels are iid noise)")
-    if kind == "teacher":
-        return model.apply(teacher_config(tcfg), tparams["params"], x_NTD, scales=tparams["scales"])
-    if kind == "ntk_teacher":
-        y = tparams["c"][None, None, :] * ntk_teacher_features(tcfg, tparams, x_NTD)
-        return y[:, -1, :] if last else y
-    if kind == "concept":
-        Z = (_concept_terms(tcfg, tparams, x_NTD[:, 1:, :]) - tparams["mu"][None]) / tparams["sd"][None]
-        L = Z.shape[1]
-        if last:
-            return jnp.sum(Z, axis=1) / math.sqrt(L)
-        cum = jnp.cumsum(Z, axis=1) / jnp.sqrt(jnp.arange(1, L + 1, dtype=Z.dtype))[None, :, None]
-        return jnp.concatenate([jnp.zeros_like(cum[:, :1, :]), cum], axis=1)
-    if kind == "wang_additive":
-        F = LINKS[tcfg.link](jnp.einsum("ntd,tdk->ntk", x_NTD, tparams["beta"]))
-        cv = jnp.cumsum(tparams["var"], axis=0)                              # (T, k)
-        c = jnp.where(cv > 0, 1.0 / jnp.sqrt(jnp.where(cv > 0, cv, 1.0)), 1.0)
-        if last:
-            return jnp.sum(F, axis=1) * c[None, -1, :]
-        return jnp.cumsum(F, axis=1) * c[None]
-    if kind == "wang_nvar":
-        f, l0, beta = LINKS[tcfg.link], tcfg.span, tparams["beta"]
-        if last:
-            s = sum(x_NTD[:, T - 1 - l0 + o, :] @ beta[j] for j, o in enumerate(nvar_offsets(tcfg)))
-            return tparams["c"][None, :] * f(s)
-        xp = jnp.pad(x_NTD, ((0, 0), (l0, 0), (0, 0)))    # x_{t - l0 + o} = xp[t + o], 0 before 1
-        s = sum(jnp.einsum("ntd,dk->ntk", xp[:, o:o + T, :], beta[j])
-                for j, o in enumerate(nvar_offsets(tcfg)))
-        return tparams["c"][None, None, :] * f(s)
-    if kind == "lag":
-        idx = jnp.arange(T) - jnp.round(tparams["lag"]).astype(jnp.int32)
-        xs = jnp.take(x_NTD, jnp.clip(idx, 0, T - 1), axis=1)
-        s = jnp.einsum("ntd,dk->ntk", xs, tparams["beta"])
-        g = tparams["c"][None, None, :] * LINKS[tcfg.link](s)
-        y = jnp.where((idx >= 0)[None, :, None], g, 0.0)
-        return y[:, -1, :] if last else y
-    if kind == "state_space":
-        s = state_space_states(tparams, x_NTD)
-        y = tparams["c"][None, None, :] * jnp.einsum("ntr,kr->ntk", s, tparams["C"])
-        return y[:, -1, :] if last else y
-    raise AssertionError(kind)
+    return _target_kind(tcfg).target_values(tcfg, tparams, x_NTD)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -635,16 +743,18 @@ def target_values(tcfg: TaskConfig, tparams: dict, x_NTD: Array) -> Array:
 
 def _split(tcfg: TaskConfig, key: Array, n: int, hp: dict, tparams: Any, dtype: Any,
            train: bool) -> tuple[Array, Array]:
-    """One data set from one Gaussian draw of ``key``: inputs, random labels, label noise."""
+    """One data set from one Gaussian draw of ``key``: inputs, iid labels (kinds without a target
+    function), label noise."""
     y_shape = (n, tcfg.length, tcfg.output_dim) if tcfg.target == "all" else (n, tcfg.output_dim)
     shapes = dict(_input_shapes(tcfg, n))
-    if tcfg.kind == "random_labels":
+    iid_labels = TASKS[tcfg.kind].target_shapes is None
+    if iid_labels:
         shapes["labels"] = y_shape
     if train:
         shapes["noise"] = y_shape
     g = _draw(key, shapes, dtype)
     x = _build_inputs(tcfg, g, hp, dtype)
-    y = g["labels"] if tcfg.kind == "random_labels" else target_values(tcfg, tparams, x)
+    y = g["labels"] if iid_labels else target_values(tcfg, tparams, x)
     if train:
         y = y + jnp.asarray(hp["label_noise"], dtype) * g["noise"]
     return x, y
@@ -667,7 +777,8 @@ def sample_task(tcfg: TaskConfig, key: Array, thp: dict | None = None,
 
 @functools.partial(jax.jit, static_argnames=("tcfg", "dtype"))
 def _sample_task(tcfg: TaskConfig, key: Array, hp: dict, dtype: Any) -> Data:
-    tparams = None if tcfg.kind == "random_labels" else _target_params(tcfg, key, hp, dtype)
+    iid_labels = TASKS[tcfg.kind].target_shapes is None
+    tparams = None if iid_labels else _target_params(tcfg, key, hp, dtype)
     x_tr, y_tr = _split(tcfg, jax.random.fold_in(key, 0), tcfg.n_train, hp, tparams, dtype, True)
     x_te, y_te = _split(tcfg, jax.random.fold_in(key, 1), tcfg.n_test, hp, tparams, dtype, False)
     return Data(x_tr, y_tr, x_te, y_te)
@@ -723,3 +834,80 @@ def task_stats(tcfg: TaskConfig, data: Data) -> dict[str, float]:
         if tcfg.target == "all":
             out[f"{name}_var_last"] = float(y[:, -1, :].var())
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the registry: one entry per kind (a new kind is one more entry; see TaskKind)
+
+def _check_random_labels(t: TaskConfig) -> str | None:
+    if t.input_dim < 3:
+        return (f"input_dim must be >= 3 for kind 'random_labels' (first tokens need room to be "
+                f"separated), got {t.input_dim}")
+    return None
+
+
+def _check_concept(t: TaskConfig) -> str | None:
+    if t.input_dim < 2:
+        return f"input_dim must be >= 2 for kind 'concept', got {t.input_dim}"
+    if t.length < 2:
+        return f"length must be >= 2 for kind 'concept', got {t.length}"
+    return None
+
+
+def _check_nvar(t: TaskConfig) -> str | None:
+    if t.span < t.n_vars - 1:
+        return f"span must be >= n_vars - 1 = {t.n_vars - 1} (distinct positions), got {t.span}"
+    if t.span > t.length - 1:
+        return f"span must be <= length - 1 = {t.length - 1}, got {t.span}"
+    return None
+
+
+def _lag_hparams(t: TaskConfig | None) -> Fields:
+    """lag: k of y_t = g(x_{t-k}); an integer <= T-1 (target 'last') or <= T (target 'all')."""
+    if t is None:
+        return (schema.Field("lag", 2.0, schema.number(
+            lambda a: (a >= 0) & (a == np.round(a)), "an integer >= 0"), "lag k", traced=True),)
+    hi = t.length - 1 if t.target == "last" else t.length
+    return (schema.Field("lag", float(min(2, t.length - 1)), schema.number(
+        lambda a: (a >= 0) & (a <= hi) & (a == np.round(a)), f"an integer in [0, {hi}]"),
+        "lag k", traced=True),)
+
+
+_DELTA = schema.Field("delta", 0.1, schema.number(schema.between(0.0, math.sqrt(2.0)),
+                                                  "in [0, sqrt(2)]"),
+                      "requested first-token separation", traced=True)
+_RHO = schema.Field("rho", 0.9, schema.number(schema.between(0.0, 1.0, hi_open=True), "in [0, 1)"),
+                    "memory decay", traced=True)
+_TEACHER_SW = _nonneg("teacher_sigma_w", 1.0, "recurrent multiplier of the teacher")
+
+TASKS: dict[str, TaskKind] = {
+    "random_labels": TaskKind(
+        hparams=(_EPS_UNIT, _DELTA), input_shapes=_random_labels_shapes,
+        inputs=_random_labels_inputs, check=_check_random_labels),
+    "concept": TaskKind(
+        hparams=(_EPS_UNIT,), options=("n_terms", "n_ref"), input_shapes=_concept_shapes,
+        inputs=_concept_inputs, target_shapes=_concept_target_shapes,
+        target_params=_concept_target_params, target_values=_concept_target_values,
+        check=_check_concept),
+    "wang_additive": TaskKind(
+        options=("link", "n_ref"), target_shapes=_additive_target_shapes,
+        target_params=_additive_target_params, target_values=_additive_target_values),
+    "wang_nvar": TaskKind(
+        options=("n_vars", "span", "link", "n_ref"), target_shapes=_nvar_target_shapes,
+        target_params=_nvar_target_params, target_values=_nvar_target_values, check=_check_nvar),
+    "lag": TaskKind(
+        hparams=_lag_hparams, options=("link", "n_ref"), target_shapes=_lag_target_shapes,
+        target_params=_lag_target_params, target_values=_lag_target_values),
+    "state_space": TaskKind(
+        hparams=(_RHO,), options=("state_dim", "n_ref"), target_shapes=_state_space_target_shapes,
+        target_params=_state_space_target_params, target_values=_state_space_target_values),
+    "teacher": TaskKind(
+        hparams=(_TEACHER_SW,), options=("teacher_width", "teacher_activation", "n_ref"),
+        target_shapes=_ref_sequences, target_params=_teacher_target_params,
+        target_values=_teacher_target_values),
+    "ntk_teacher": TaskKind(
+        hparams=(_TEACHER_SW,), options=("teacher_activation", "ntk_units", "n_ref"),
+        target_shapes=_ntk_teacher_target_shapes, target_params=_ntk_teacher_target_params,
+        target_values=_ntk_teacher_target_values),
+}
+TASK_KINDS = tuple(TASKS)   # the built-in kinds, in registry order

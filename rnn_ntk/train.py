@@ -55,14 +55,14 @@ import dataclasses
 import functools
 import importlib
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_ntk import tasks
+from rnn_ntk import schema, tasks
 from rnn_ntk.linearize import linearize
 from rnn_ntk.model import (GROUPS, ConfigError, Params, RNNConfig, Scales, forward, init_params,
                            readout)
@@ -89,21 +89,19 @@ DEFAULT_MOMENTUM = 0.9
 ADAM_B2 = 0.999
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+_check_int = schema.check_int          # one integer check (numpy integers accepted, bools rejected)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+    schema.require(name, value, schema.choice(choices))
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
+def _instance(cls: type, what: str) -> schema.Check:
+    def check(v: Any) -> Any:
+        if not isinstance(v, cls):
+            raise schema.Invalid(f"must be {what}, got {type(v).__name__}")
+        return v
+    return check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,44 +110,49 @@ class TrainConfig:
 
     model: RNNConfig.  task: tasks.TaskConfig (input/output dims must match the model's; readout
     'all' <-> target 'all').  steps: optimiser steps, a multiple of log_every (0 = evaluate the
-    initialisation only).  log_every: steps between records.  batch_size: None = full-batch GD,
-    else minibatch SGD of that size (<= task.n_train), reshuffled every epoch.  optimizer: 'sgd',
-    'momentum' (heavy ball) or 'adam' (b1 = hparams['momentum']).  loss: 'mean' or 'sum_from_2'
-    (needs target 'all' and T >= 2).  dtype: 'float32' or 'float64'.  array_width: None or the
-    padded array width (>= model.width); the true width is hparams['width'].  save_params: also
-    return the final parameters.  init: 'gaussian' or 'symmetric' (even width; initial output
-    exactly 0).  projection: after every step project each unit's trainable incoming weights
-    (its rows of W, U and b jointly) onto the ball of radius hparams['proj_radius']/sqrt(width)
-    around their initial values.  linearized: train the linearised model side by side.
-    kernel_stride: every kernel_stride logs record the relative change of the empirical NTK on
-    the first n_probe test inputs (0 = off).  n_probe: probe inputs for the kernel (<= n_test).
-    matmul_precision: precision of the run's matrix products (rnn_ntk.precision.MATMUL_PRECISIONS):
-    'highest' (full float32 on every backend), or 'tensorfloat32' / 'default' (TF32 on
-    Ampere/Hopper GPUs: faster, ~3 fewer digits); the kernel-drift metric is always 'highest'.
+    initialisation only).  log_every: steps between records.  batch_size: None (or "full") =
+    full-batch GD, else minibatch SGD of that size (<= task.n_train), reshuffled every epoch.
+    optimizer: 'sgd', 'momentum' (heavy ball) or 'adam' (b1 = hparams['momentum']).  loss: 'mean'
+    or 'sum_from_2' (needs target 'all' and T >= 2).  dtype: 'float32' or 'float64'.
+    array_width: None or the padded array width (>= model.width); the true width is
+    hparams['width'].  save_params: also return the final parameters.  init: 'gaussian' or
+    'symmetric' (even width; initial output exactly 0).  projection: after every step project each
+    unit's trainable incoming weights (its rows of W, U and b jointly) onto the ball of radius
+    hparams['proj_radius']/sqrt(width) around their initial values.  linearized: train the
+    linearised model side by side.  kernel_stride: every kernel_stride logs record the relative
+    change of the empirical NTK on the first n_probe test inputs (0 = off).  n_probe: probe inputs
+    for the kernel (<= n_test).  matmul_precision: precision of the run's matrix products
+    (rnn_ntk.precision.MATMUL_PRECISIONS): 'highest' (full float32 on every backend), or
+    'tensorfloat32' / 'default' (TF32 on Ampere/Hopper GPUs: faster, ~3 fewer digits); the
+    kernel-drift metric is always 'highest'.
+    Fields are declared once with their checks (``schema.fields_of(TrainConfig)``); the traced
+    hyper-parameters of a run are :func:`hparam_fields`.
     """
 
-    model: RNNConfig
-    task: Any  # tasks.TaskConfig
-    steps: int
-    log_every: int = 1
-    batch_size: int | None = None
-    optimizer: str = "sgd"
-    loss: str = "mean"
-    dtype: str = "float32"
-    array_width: int | None = None
-    save_params: bool = False
-    init: str = "gaussian"
-    projection: bool = False
-    linearized: bool = False
-    kernel_stride: int = 0
-    n_probe: int = 32
-    matmul_precision: str = "highest"
+    model: RNNConfig = schema.field(check=_instance(RNNConfig, "an RNNConfig"), spec=False,
+                                    doc="the network")
+    task: Any = schema.field(check=_instance(tasks.TaskConfig, "a tasks.TaskConfig"), spec=False,
+                             doc="the task (tasks.TaskConfig)")
+    steps: int = schema.field(check=schema.integer(0), doc="optimiser steps")
+    log_every: int = schema.field(1, check=schema.integer(1), doc="steps between records")
+    batch_size: int | None = schema.field(None, check=schema.optional_integer(1),
+                                          doc='minibatch size, None or "full" = full batch')
+    optimizer: str = schema.field("sgd", choices=OPTIMIZERS, doc="optax optimiser")
+    loss: str = schema.field("mean", choices=LOSSES, doc="training loss")
+    dtype: str = schema.field("float32", choices=DTYPES, doc="floating dtype of the run")
+    array_width: int | None = schema.field(None, check=schema.optional_integer(1, words=()),
+                                           spec=False, doc="padded array width (packed widths)")
+    save_params: bool = schema.field(False, check=schema.boolean(), doc="return final params")
+    init: str = schema.field("gaussian", choices=INITS, doc="initialisation")
+    projection: bool = schema.field(False, check=schema.boolean(), doc="project onto the ball")
+    linearized: bool = schema.field(False, check=schema.boolean(), doc="train f_lin too")
+    kernel_stride: int = schema.field(0, check=schema.integer(0), doc="logs between NTK records")
+    n_probe: int = schema.field(32, check=schema.integer(1), doc="probe inputs of the NTK record")
+    matmul_precision: str = schema.field("highest", choices=MATMUL_PRECISIONS,
+                                         doc="precision of the run's matrix products")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, RNNConfig):
-            raise ConfigError(f"model must be an RNNConfig, got {type(self.model).__name__}")
-        if not isinstance(self.task, tasks.TaskConfig):
-            raise ConfigError(f"task must be a tasks.TaskConfig, got {type(self.task).__name__}")
+        schema.check_config(self)
         m, t = self.model, self.task
         if t.input_dim != m.input_dim:
             raise ConfigError(f"task: input_dim {t.input_dim} does not match model.input_dim "
@@ -160,37 +163,24 @@ class TrainConfig:
         if (m.readout == "all") != (t.target == "all"):
             raise ConfigError(f"task: target {t.target!r} does not fit model.readout "
                               f"{m.readout!r} ('all' readout needs target 'all' and vice versa)")
-        _check_int("log_every", self.log_every, 1)
-        _check_int("steps", self.steps, 0)
         if self.steps % self.log_every:
             raise ConfigError(f"steps ({self.steps}) must be a multiple of log_every "
                               f"({self.log_every})")
-        if self.batch_size is not None:
-            _check_int("batch_size", self.batch_size, 1)
-            if self.batch_size > t.n_train:
-                raise ConfigError(f"batch_size ({self.batch_size}) must be <= task.n_train "
-                                  f"({t.n_train}), or None for full-batch GD")
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("loss", self.loss, LOSSES)
+        if self.batch_size is not None and self.batch_size > t.n_train:
+            raise ConfigError(f"batch_size ({self.batch_size}) must be <= task.n_train "
+                              f"({t.n_train}), or None for full-batch GD")
         if self.loss == "sum_from_2" and (t.target != "all" or t.length < 2):
             raise ConfigError("loss 'sum_from_2' needs task target 'all' and length >= 2")
-        _check_choice("dtype", self.dtype, DTYPES)
-        if self.array_width is not None:
-            _check_int("array_width", self.array_width, m.width)
-        _check_bool("save_params", self.save_params)
-        _check_choice("init", self.init, INITS)
+        if self.array_width is not None and self.array_width < m.width:
+            raise ConfigError(f"array_width: must be >= model.width ({m.width}), got "
+                              f"{self.array_width}")
         if self.init == "symmetric" and m.width % 2:
             raise ConfigError(f"init 'symmetric' needs an even model.width, got {m.width}")
-        _check_bool("projection", self.projection)
         if self.projection and not set(m.trainable) & {"W", "U", "b"}:
             raise ConfigError("projection needs at least one of W, U, b trainable (it acts on "
                               "each unit's incoming weights)")
-        _check_bool("linearized", self.linearized)
-        _check_int("kernel_stride", self.kernel_stride, 0)
-        _check_int("n_probe", self.n_probe, 1)
         if self.kernel_stride and self.n_probe > t.n_test:
             raise ConfigError(f"n_probe ({self.n_probe}) must be <= task.n_test ({t.n_test})")
-        _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -209,23 +199,75 @@ class TrainConfig:
         return jnp.float32 if self.dtype == "float32" else jnp.float64
 
 
+TRAIN_HPARAMS: tuple[schema.Field, ...] = (
+    schema.Field("lr", DEFAULT_LR, schema.number(lambda a: np.isfinite(a) & (a > 0), finite=False,
+                                                 text="learning rate must be finite and > 0"),
+                 "learning rate", traced=True),
+    schema.Field("momentum", DEFAULT_MOMENTUM,
+                 schema.number(schema.between(0.0, 1.0, hi_open=True), "in [0, 1)"),
+                 "heavy-ball beta ('momentum'), adam's b1; unused by sgd", traced=True),
+    schema.Field("proj_radius", math.inf,
+                 schema.number(lambda a: a > 0, finite=False,
+                               text="must be > 0 (inf = no projection)"),
+                 "projection radius rho (ball rho/sqrt(width))", traced=True),
+)
+"""The optimiser's traced hyper-parameters (config-independent defaults and checks)."""
+
+
+def hparam_fields(cfg: TrainConfig) -> tuple[schema.Field, ...]:
+    """The traced hyper-parameters of a run, each declared once with its default and check.
+
+    lr, momentum, proj_radius (:data:`TRAIN_HPARAMS`); sigma_w/u/b/v (the traced fields of
+    RNNConfig, defaults from cfg.model); width (the true width, default cfg.model.width, an integer
+    in [1, array width]); the task's parameters (:func:`rnn_ntk.tasks.hparam_fields`).
+    """
+    return _hparam_fields(cfg, tasks.TASKS[cfg.task.kind])
+
+
+@functools.lru_cache(maxsize=256)
+def _hparam_fields(cfg: TrainConfig, kind: tasks.TaskKind) -> tuple[schema.Field, ...]:
+    # cached per config and registry entry of its task kind
+    m, M = cfg.model, cfg.width_array
+    own = {f.name: f for f in TRAIN_HPARAMS}
+    own.update({f.name: f.replace(default=float(getattr(m, f.name)))
+                for f in schema.fields_of(RNNConfig) if f.traced})
+    own["width"] = schema.Field(
+        "width", float(m.width),
+        schema.number(lambda a: (a >= 1) & (a <= M) & (a == np.round(a)),
+                      f"an integer in [1, {M}] (the array width)"),
+        "true width m of the run", traced=True)
+    task_f = tasks.hparam_fields(cfg.task)
+    clash = sorted(set(own) & {f.name for f in task_f})
+    if clash:
+        raise ConfigError(f"task: hyperparameter name(s) {clash} clash with the model's")
+    return tuple(own[n] for n in MODEL_HPARAMS) + task_f
+
+
 def default_hparams(cfg: TrainConfig) -> dict[str, float]:
-    """The traced hyperparameters of a run and their defaults.
+    """The traced hyperparameters of a run and their defaults (see :func:`hparam_fields`).
 
     lr, momentum (momentum optimizer's beta; adam's b1; unused by sgd), sigma_w/u/b/v (from
     cfg.model), width (true width, cfg.model.width), proj_radius (inf), and the task's numeric
     parameters (tasks.default_task_hparams).
     """
-    m = cfg.model
-    hp = {"lr": DEFAULT_LR, "momentum": DEFAULT_MOMENTUM, "sigma_w": float(m.sigma_w),
-          "sigma_u": float(m.sigma_u), "sigma_b": float(m.sigma_b), "sigma_v": float(m.sigma_v),
-          "width": float(m.width), "proj_radius": math.inf}
-    thp = {k: float(v) for k, v in tasks.default_task_hparams(cfg.task).items()}
-    clash = set(hp) & set(thp)
-    if clash:
-        raise ConfigError(f"task: hyperparameter name(s) {sorted(clash)} clash with the model's")
-    hp.update(thp)
-    return hp
+    return {f.name: float(f.default) for f in hparam_fields(cfg)}
+
+
+def check_hparams(cfg: TrainConfig, hparams: dict[str, Any]) -> None:
+    """Check the concrete values of ``hparams`` (scalars or arrays with any leading run axes)
+    with the declared checks (:func:`hparam_fields`: lr > 0, 0 <= momentum < 1, width an integer
+    <= the array width, task ranges, ...); raise the first problem as a one-line ConfigError
+    ``"hparams['lr']: ..."`` naming the first bad entry. Traced values and unknown names are
+    skipped (the normaliser reports unknown names)."""
+    if not isinstance(hparams, Mapping):
+        raise ConfigError(f"hparams must be a dict of hyperparameters, got {type(hparams).__name__}")
+    fields = {f.name: f for f in hparam_fields(cfg)}
+    for name, v in hparams.items():
+        if name not in fields or isinstance(v, jax.core.Tracer):
+            continue
+        _, problem = fields[name].check_value(v)
+        if problem is not None:
+            raise ConfigError(f"hparams[{name!r}]: {problem}")
 
 
 def record_names(cfg: TrainConfig) -> tuple[str, ...]:
@@ -249,17 +291,31 @@ def record_names(cfg: TrainConfig) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _complete_hparams(cfg: TrainConfig, hparams: dict[str, Any]) -> dict[str, Array]:
-    """Defaults filled in, every value a scalar of the run's dtype. Unknown names are an error."""
+def _complete_hparams(cfg: TrainConfig, hparams: dict[str, Any], runs: int | None = None
+                      ) -> dict[str, Any]:
+    """The one hparams normaliser: defaults filled in, every value of the run's dtype, unknown
+    names an error. runs None: one run, jnp scalars (values may be traced; concrete ones are
+    checked with :func:`check_hparams`). runs R: host numpy arrays (R,), scalars broadcast
+    (train_many checks them first)."""
     defaults = default_hparams(cfg)
     unknown = sorted(set(hparams) - set(defaults))
     if unknown:
         raise ValueError(f"hparams: unknown name(s) {unknown}; known: {sorted(defaults)}")
+    if runs is None:
+        check_hparams(cfg, hparams)
     out = {}
     for k, v in defaults.items():
-        a = jnp.asarray(hparams.get(k, v), cfg.jnp_dtype)
-        if a.ndim:
-            raise ValueError(f"hparams[{k!r}] must be a scalar for one run, got shape {a.shape}")
+        if runs is None:
+            a = jnp.asarray(hparams.get(k, v), cfg.jnp_dtype)
+            if a.ndim:
+                raise ValueError(f"hparams[{k!r}] must be a scalar for one run, got shape {a.shape}")
+        else:
+            a = np.asarray(hparams.get(k, v), dtype=np.dtype(cfg.dtype))
+            if a.ndim == 0:
+                a = np.full((runs,), a)
+            if a.shape != (runs,):
+                raise ValueError(f"hparams[{k!r}] must be a scalar or have shape ({runs},), "
+                                 f"got {a.shape}")
         out[k] = a
     return out
 

@@ -161,19 +161,23 @@ def test_pattern_is_relu_sign_pattern():
 
 
 @pytest.mark.parametrize("field,value,fragment", [
-    ("width", 0, "width must be positive"),
-    ("width", 2.5, "width must be an integer"),
-    ("input_dim", -1, "input_dim must be positive"),
-    ("output_dim", True, "output_dim must be an integer"),
-    ("activation", "sigmoid", "activation must be one of"),
-    ("readout", "first", "readout must be one of"),
-    ("sigma_w", -1.0, "sigma_w must be finite and >= 0"),
-    ("sigma_v", float("nan"), "sigma_v must be finite and >= 0"),
-    ("sigma_b", "big", "sigma_b must be a number"),
-    ("trainable", (), "trainable must name at least one"),
+    ("width", 0, "width: must be a positive integer, got 0"),
+    ("width", 2.5, "width: must be an integer, got 2.5"),
+    ("input_dim", -1, "input_dim: must be a positive integer, got -1"),
+    ("output_dim", True, "output_dim: must be an integer, got True"),
+    ("activation", "sigmoid", "activation: must be one of"),
+    ("activation", "rleu", "(did you mean 'relu'?)"),
+    ("readout", "first", "readout: must be one of ['last', 'all', 'mean'], got 'first'"),
+    ("sigma_w", -1.0, "sigma_w: must be >= 0, got -1.0"),
+    ("sigma_v", float("nan"), "sigma_v: must be finite, got nan"),
+    ("sigma_u", float("inf"), "sigma_u: must be finite, got inf"),
+    ("sigma_b", "big", "sigma_b: must be a number, got 'big'"),
+    ("sigma_b", np.ones(2), "sigma_b: must be a number"),        # an array is not a static scale
+    ("trainable", (), "trainable: must name at least one"),
     ("trainable", ("W", "A"), "unknown group(s) ['A']"),
-    ("trainable", ("W", "W"), "trainable has repeated groups"),
-    ("recurrence", "sparse", "recurrence must be one of"),
+    ("trainable", ("W", "W"), "trainable: repeated groups ['W', 'W']"),
+    ("trainable", [1], "trainable: must be a list of strings"),
+    ("recurrence", "sparse", "recurrence: must be one of"),
 ])
 def test_bad_config_fields_give_one_line_errors(field, value, fragment):
     kw = dict(width=4, input_dim=2)
