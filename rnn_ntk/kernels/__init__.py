@@ -1,5 +1,8 @@
-"""Tangent kernels of the Elman RNN: empirical (finite width) and infinite-width NNGP/NTK."""
+"""Tangent kernels of the Elman RNN: empirical (finite width) and infinite-width NNGP/NTK, Gram
+matrices of whole data sets (in blocks, optionally streamed to a store) and solvers on them."""
 from rnn_ntk.kernels.empirical import empirical_nngp, empirical_ntk
 from rnn_ntk.kernels.infinite import infinite_kernels
+from rnn_ntk.kernels.gram import StoredGram, gram, load_gram
 
-__all__ = ["empirical_nngp", "empirical_ntk", "infinite_kernels"]
+__all__ = ["StoredGram", "empirical_nngp", "empirical_ntk", "gram", "infinite_kernels",
+           "load_gram"]
