@@ -3,7 +3,7 @@ matrices of whole data sets (in blocks, optionally streamed to a store) and solv
 from rnn_ntk.kernels.empirical import empirical_nngp, empirical_ntk
 from rnn_ntk.kernels.infinite import infinite_kernels
 from rnn_ntk.kernels.gram import StoredGram, gram, load_gram
-from rnn_ntk.kernels.solve import gd_mse, gp_posterior, kernel_ridge, solve, svc
+from rnn_ntk.kernels.solve import gd_mse, gp_posterior, gram_solve, kernel_ridge, svc
 
 __all__ = ["StoredGram", "empirical_nngp", "empirical_ntk", "gd_mse", "gp_posterior", "gram",
-           "infinite_kernels", "kernel_ridge", "load_gram", "solve", "svc"]
+           "gram_solve", "infinite_kernels", "kernel_ridge", "load_gram", "svc"]

@@ -37,8 +37,8 @@ from rnn_ntk import dynamics
 from rnn_ntk.kernels.empirical import memory_budget
 from rnn_ntk.kernels.gram import StoredGram
 
-__all__ = ["SOLVERS", "DIRECT_COPIES", "direct_max_n", "choose_solver", "matmul", "ridge",
-           "solve", "kernel_ridge", "gp_posterior", "gd_mse", "svc", "CGInfo"]
+__all__ = ["SOLVERS", "DIRECT_COPIES", "direct_max_n", "choose_solver", "matmul", "ridge", "gram_solve",
+           "kernel_ridge", "gp_posterior", "gd_mse", "svc", "CGInfo"]
 
 SOLVERS = ("auto", "direct", "cg")
 DIRECT_COPIES = 3          # K, its regularised copy and the factorisation, float64
@@ -196,7 +196,7 @@ def _cg(k: Any, b: np.ndarray, r: float, *, tol: float, maxiter: int, rank: int,
     return x, info
 
 
-def solve(k_train_train: Any, b: Any, diag_reg: float = 0.0,
+def gram_solve(k_train_train: Any, b: Any, diag_reg: float = 0.0,
           diag_reg_absolute_scale: bool = False, *, solver: str = "auto", tol: float = 1e-10,
           maxiter: int = 2000, rank: int = 100, seed: int = 0, return_info: bool = False) -> Any:
     """(K + r I)^-1 b in float64 for a 2-D train Gram K (array or StoredGram); b (n,) or (n, c).
@@ -251,7 +251,7 @@ def kernel_ridge(k_train_train: Any, y_train: Any, k_test_train: Any, diag_reg: 
     if which == "direct":
         return _x64(dynamics.kernel_regression, _dense(k_train_train), _dense(y_train),
                     _dense(k_test_train), diag_reg, diag_reg_absolute_scale)
-    alpha = solve(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, solver="cg",
+    alpha = gram_solve(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, solver="cg",
                   **cg_options)
     return matmul(k_test_train, alpha)
 
@@ -287,7 +287,7 @@ def gp_posterior(k_train_train: Any, y_train: Any, k_test_train: Any, k_test_tes
     kx = _dense(k_test_train)                              # (n_test, n): the right-hand sides
     y = _dense(y_train)
     rhs = np.concatenate([y.reshape(y.shape[0], -1), kx.T], axis=1)
-    sol = solve(k_train_train, rhs, diag_reg, diag_reg_absolute_scale, solver="cg", **cg_options)
+    sol = gram_solve(k_train_train, rhs, diag_reg, diag_reg_absolute_scale, solver="cg", **cg_options)
     k_out = rhs.shape[1] - kx.shape[0]
     mean = (kx @ sol[:, :k_out]).reshape((n_t,) + y.shape[1:])
     var = prior - np.sum(kx * sol[:, k_out:].T, axis=1)
@@ -331,7 +331,7 @@ def gd_mse(k_train_train: Any, y_train: Any, k_test_train: Any = None, t: Any = 
     r0 = f0 - y
     n_t = _n_of(k_test_train)
     ft0 = np.broadcast_to(_dense(fx_test_0), (n_t,) + y.shape[1:])
-    corr = matmul(k_test_train, solve(k_train_train, r0, diag_reg, diag_reg_absolute_scale,
+    corr = matmul(k_test_train, gram_solve(k_train_train, r0, diag_reg, diag_reg_absolute_scale,
                                       solver="cg", **cg_options))
     return f_train, ft0 - corr
 
