@@ -48,7 +48,7 @@ from rnn_ntk.kernels.infinite import infinite_kernels
 from rnn_ntk.model import RNNConfig
 
 __all__ = ["gram", "load_gram", "StoredGram", "GramBlocks", "plan_blocks", "KINDS", "METHODS",
-           "GRAM_HEADER"]
+           "GRAM_HEADER", "KernelSpec", "KernelSpecError", "parse_kernel_spec", "load_kernel_spec"]
 
 KINDS = ("ntk", "nngp", "both")
 METHODS = ("infinite", "empirical")
@@ -599,3 +599,236 @@ def gram(cfg: RNNConfig, x: Any, x2: Any = None, *, lengths: Any = None, lengths
             if on_block is not None:
                 on_block(n_done, len(pairs))
     return load_gram(outp, "both" if kind == "both" else kind, allow_partial=pc > 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the `rnn-ntk kernel` spec (one function: point it at the shared schema when there is one)
+
+
+class KernelSpecError(ValueError):
+    """A kernel spec is invalid; ``problems`` holds one line per problem (all that were found)."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    """A validated ``rnn-ntk kernel`` spec with its data loaded.
+
+    cfg: the network.  x (n, T, d), lengths (n,) or None, y or None: the data (for a task: the
+    train sequences then the test sequences, ``n_train`` of them first).  kind, method, block,
+    dtype (stored), compute ('float32'/'float64'), seed (parameter draw of method 'empirical'),
+    order.  info: JSON-able description kept in the store header.
+    """
+
+    name: str
+    cfg: RNNConfig
+    x: np.ndarray
+    lengths: np.ndarray | None
+    y: np.ndarray | None
+    n_train: int
+    kind: str
+    method: str
+    block: int | None
+    dtype: str
+    compute: str
+    seed: int
+    order: int | None
+    info: dict
+
+
+_KERNEL_KEYS = {"kind": str, "method": str, "block": int, "dtype": str, "compute": str,
+                "seed": int, "order": int}
+_FLOATS = ("float32", "float64")
+
+
+def _close(key: str, options: Sequence[str]) -> str:
+    import difflib
+    m = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def parse_kernel_spec(text: str, source: str = "<spec>", *, base: str | os.PathLike = ".") -> KernelSpec:
+    """Parse and check an ``rnn-ntk kernel`` spec and load its data; raises
+    :class:`KernelSpecError` listing every problem found (nothing is written).
+
+    Sections: ``[model]`` RNNConfig fields (scalars; ``width`` matters only for method
+    'empirical', default 1), ``[data]`` either ``path`` (.npz with ``x`` (n, T, d) and optional
+    ``lengths``, ``y``; or .npy holding x; relative to ``base``) or a task of the sweep specs
+    (TaskConfig fields, numeric task parameters such as ``eps_x``, and ``seed``; drawn in
+    float32; the Gram is over the train then the test sequences), ``[kernel]`` kind ('ntk', 'nngp', 'both'), method
+    ('infinite', 'empirical'), block, dtype (stored, default 'float32'), compute (default =
+    dtype), seed (parameter draw, default 0), order (quadrature).
+    """
+    import tomllib
+
+    from rnn_ntk import tasks
+    from rnn_ntk.model import ConfigError
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise KernelSpecError([f"{source}: invalid TOML: {e}"]) from None
+    problems: list[str] = []
+    for key in raw:
+        if key not in ("name", "description", "model", "data", "kernel"):
+            problems.append(f"{key}: unknown top-level key"
+                            f"{_close(key, ['name', 'description', 'model', 'data', 'kernel'])}")
+    sec = {}
+    for s in ("model", "data", "kernel"):
+        v = raw.get(s, {})
+        if not isinstance(v, dict):
+            problems.append(f"{s}: must be a table ([{s}]), got {v!r}")
+            v = {}
+        sec[s] = v
+    if "data" not in raw:
+        problems.append("data: required ([data] with `path`, or a task `kind`)")
+
+    # [kernel]
+    kern = dict(kind="ntk", method="infinite", block=None, dtype="float32", compute=None, seed=0,
+                order=None)
+    for k, v in sec["kernel"].items():
+        if k not in _KERNEL_KEYS:
+            problems.append(f"kernel.{k}: unknown key{_close(k, _KERNEL_KEYS)}")
+        elif not isinstance(v, _KERNEL_KEYS[k]) or isinstance(v, bool):
+            problems.append(f"kernel.{k}: must be {_KERNEL_KEYS[k].__name__}, got {v!r}")
+        else:
+            kern[k] = v
+    if kern["kind"] not in KINDS:
+        problems.append(f"kernel.kind: must be one of {list(KINDS)}, got {kern['kind']!r}")
+    if kern["method"] not in METHODS:
+        problems.append(f"kernel.method: must be one of {list(METHODS)}, got {kern['method']!r}")
+    for k in ("dtype", "compute"):
+        if kern[k] is not None and kern[k] not in _FLOATS:
+            problems.append(f"kernel.{k}: must be one of {list(_FLOATS)}, got {kern[k]!r}")
+    kern["compute"] = kern["compute"] or kern["dtype"]
+    if kern["block"] is not None and kern["block"] < 1:
+        problems.append(f"kernel.block: must be a positive integer, got {kern['block']}")
+    if kern["order"] is not None and kern["order"] < 1:
+        problems.append(f"kernel.order: must be a positive integer, got {kern['order']}")
+
+    # [data]
+    data = dict(sec["data"])
+    x = lengths = y = None
+    n_train = 0
+    info: dict[str, Any] = {"source": source}
+    model_kw = dict(sec["model"])
+    if "path" in data and "kind" in data:
+        problems.append("data: give either `path` or a task `kind`, not both")
+    elif "path" in data:
+        extra = sorted(set(data) - {"path"})
+        for k in extra:
+            problems.append(f"data.{k}: unknown key with `path` (a file brings x, lengths, y)")
+        p = Path(base) / str(data["path"])
+        info["data"] = {"path": str(data["path"])}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if isinstance(z, np.ndarray):
+                    x = z
+                else:
+                    if "x" not in z.files:
+                        problems.append(f"data.path: {p} holds no array 'x' (has {z.files})")
+                    else:
+                        x = z["x"]
+                        lengths = z["lengths"] if "lengths" in z.files else None
+                        y = z["y"] if "y" in z.files else None
+        except (OSError, ValueError) as e:
+            problems.append(f"data.path: cannot read {p} ({e})")
+        if x is not None:
+            if x.ndim != 3:
+                problems.append(f"data.path: x must have shape (n, T, d), got {x.shape}")
+                x = None
+            else:
+                n_train = x.shape[0]
+                model_kw.setdefault("input_dim", int(x.shape[2]))
+    elif "kind" in data:
+        fields = {f.name for f in dataclasses.fields(tasks.TaskConfig)}
+        tkw = {k: v for k, v in data.items() if k in fields}
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            problems.append(f"data.seed: must be an integer >= 0, got {seed!r}")
+            seed = 0
+        if "input_dim" in tkw and "input_dim" in model_kw:
+            problems.append("data.input_dim: set in [model] and in [data]; set it once")
+        if "input_dim" in model_kw:
+            tkw.setdefault("input_dim", model_kw["input_dim"])
+        elif "input_dim" in tkw:
+            model_kw["input_dim"] = tkw["input_dim"]
+        tkw.setdefault("output_dim", model_kw.get("output_dim", 1))
+        tkw.setdefault("target", "all" if model_kw.get("readout") == "all" else "last")
+        missing = [f.name for f in dataclasses.fields(tasks.TaskConfig)
+                   if f.default is dataclasses.MISSING and f.name not in tkw]
+        for k in missing:
+            problems.append(f"data.{k}: required for a task")
+        tcfg = None
+        if not missing:
+            try:
+                tcfg = tasks.TaskConfig(**tkw)
+            except (ConfigError, TypeError) as e:
+                problems.append(f"data: {e}")
+        hp_names: set[str] = set()
+        if tcfg is not None:
+            hp_names = set(tasks.default_task_hparams(tcfg))
+        for k in data:
+            if k not in fields and k != "seed" and k not in hp_names:
+                problems.append(f"data.{k}: unknown key{_close(k, sorted(fields | hp_names))}")
+        if tcfg is not None and not any(p.startswith("data.") for p in problems):
+            thp = {k: float(v) for k, v in data.items() if k in hp_names
+                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            try:
+                # drawn in float32 (the sweeps' default), so x is the same whatever `compute`
+                d = tasks.sample_task(tcfg, jax.random.key(seed), thp, dtype=np.float32)
+                x = np.concatenate([np.asarray(d.x_train), np.asarray(d.x_test)])
+                y = np.concatenate([np.asarray(d.y_train), np.asarray(d.y_test)])
+                n_train = tcfg.n_train
+                model_kw.setdefault("input_dim", tcfg.input_dim)
+            except ConfigError as e:
+                problems.append(f"data: {e}")
+        info["data"] = {k: v for k, v in data.items()}
+    elif "data" in raw:
+        problems.append("data: needs `path` (a .npz/.npy file) or a task `kind`")
+
+    # [model]
+    cfg = None
+    mfields = {f.name for f in dataclasses.fields(RNNConfig)}
+    for k in model_kw:
+        if k not in mfields:
+            problems.append(f"model.{k}: unknown key{_close(k, sorted(mfields))}")
+    if kern["method"] == "empirical" and "width" not in model_kw:
+        problems.append("model.width: required for method 'empirical'")
+    model_kw.setdefault("width", 1)
+    if "input_dim" not in model_kw and not any(p.startswith("data") for p in problems):
+        problems.append("model.input_dim: required (or given by the data)")
+    if not any(p.startswith("model.") for p in problems) and "input_dim" in model_kw:
+        try:
+            cfg = RNNConfig(**{k: (tuple(v) if k == "trainable" and isinstance(v, list) else v)
+                               for k, v in model_kw.items()})
+        except (ConfigError, TypeError) as e:
+            problems.append(f"model: {e}")
+    if cfg is not None and x is not None and x.shape[2] != cfg.input_dim:
+        problems.append(f"data: x has token dimension {x.shape[2]}, but model.input_dim is "
+                        f"{cfg.input_dim}")
+    if cfg is not None and x is not None and not problems:
+        try:      # the gram's own input checks, before anything is written
+            _prepare(cfg, x, None, lengths, None, kern["kind"], kern["method"],
+                     {"b": np.zeros(cfg.width)} if kern["method"] == "empirical" else None,
+                     kern["block"], kern["dtype"], kern["order"])
+        except ValueError as e:
+            problems.append(f"data: {e}")
+    if problems:
+        raise KernelSpecError(problems)
+    info.update({"n_train": int(n_train), "n": int(x.shape[0]), "kernel": kern})
+    name = raw.get("name") if isinstance(raw.get("name"), str) else Path(source).stem
+    return KernelSpec(name=name, cfg=cfg, x=x, lengths=lengths, y=y, n_train=int(n_train),
+                      info=info, **kern)
+
+
+def load_kernel_spec(path: str | os.PathLike) -> KernelSpec:
+    """Read a spec file (see :func:`parse_kernel_spec`; data paths are relative to its folder)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise KernelSpecError([f"{path}: cannot read spec file ({e.strerror})"]) from None
+    return parse_kernel_spec(text, str(p), base=p.parent)
