@@ -233,8 +233,10 @@ def _prepare(cfg, x, x2, lengths, lengths2, kind, method, params, block, dtype, 
         x2 = _check_x("x2", x2, cfg.input_dim)
         lengths2 = _check_lengths("lengths2", lengths2, x2.shape[0], x2.shape[1])
     T2 = x.shape[1] if x2 is None else x2.shape[1]
-    if block is None:
-        block = default_block(cfg.readout, x.shape[1], T2)
+    if block is None:        # the default side, evened out so the last block is not a sliver
+        b0 = default_block(cfg.readout, x.shape[1], T2)
+        n_max = max(x.shape[0], 0 if x2 is None else x2.shape[0])
+        block = -(-n_max // -(-n_max // b0))
     compute = np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
     dt = compute if dtype is None else np.dtype(dtype)
     if dt.kind != "f":

@@ -7,7 +7,8 @@ r the ridge (``diag_reg * mean(diag K)``, or ``diag_reg`` itself with
 - ``solver='direct'``: K is read into memory as float64 and the in-memory functions of
   :mod:`rnn_ntk.dynamics` (``kernel_regression``, ``nngp_posterior``, ``gradient_descent_mse``)
   do the work, under float64: one code path for arrays and stores, and the only one that
-  handles 'all'-readout Grams (S + S shapes) and finite training times t.
+  handles 'all'-readout Grams (S + S shapes) and finite training times t. The bare linear solve
+  :func:`gram_solve` (which dynamics does not expose) is a Cholesky factorisation (scipy).
 - ``solver='cg'``: preconditioned conjugate gradients whose products K V stream the store block
   by block (one block in memory at a time, cast to float64), 2-D Grams only. The preconditioner
   is a randomized Nystrom approximation of rank ``rank`` (Frangella, Tropp & Udell, "Randomized
@@ -201,7 +202,7 @@ def gram_solve(k_train_train: Any, b: Any, diag_reg: float = 0.0,
           maxiter: int = 2000, rank: int = 100, seed: int = 0, return_info: bool = False) -> Any:
     """(K + r I)^-1 b in float64 for a 2-D train Gram K (array or StoredGram); b (n,) or (n, c).
 
-    ``solver``: 'auto', 'direct' (dense solve of dynamics' convention) or 'cg' (streamed,
+    ``solver``: 'auto', 'direct' (Cholesky, scipy, dynamics' ridge convention) or 'cg' (streamed,
     Nystrom-preconditioned; ``tol`` relative residual per column, ``maxiter``, ``rank`` of the
     preconditioner, ``seed`` of its sketch). Returns x, or (x, info) with ``return_info``
     (info: CGInfo for 'cg', {} for 'direct').
@@ -216,9 +217,15 @@ def gram_solve(k_train_train: Any, b: Any, diag_reg: float = 0.0,
     which = choose_solver(k_train_train, solver)
     b2 = b.reshape(n, -1)
     if which == "direct":
-        # dynamics' regression with the identity as test kernel is exactly (K + r I)^-1 b
-        x = kernel_ridge(k_train_train, b2, np.eye(n), diag_reg, diag_reg_absolute_scale,
-                         solver="direct")
+        import scipy.linalg
+        a = np.array(k_train_train, dtype=np.float64)        # a float64 copy, factored in place
+        a[np.diag_indices(n)] += r
+        try:
+            x = scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, lower=True, overwrite_a=True,
+                                                               check_finite=False), b2)
+        except np.linalg.LinAlgError:
+            raise ValueError("K + r I is not positive definite (to working precision): use a "
+                             "larger diag_reg") from None
         info: dict = {}
     else:
         x, info = _cg(k_train_train, b2, r, tol=tol, maxiter=maxiter, rank=rank, seed=seed)
