@@ -8,15 +8,17 @@ off), the NTK only stored. For each (n, T), each measurement in a fresh subproce
 VmHWM, is the whole process: Python, JAX, XLA and the data):
 
 - stream: ``gram(cfg, x, out=DIR)`` over all host CPU devices (one per core), after a warm-up
-  that compiles the block programs on every device; wall time, peak RSS, bytes on disk, and the
-  block rate (kernel entries per second).
+  (a small store, deleted) that compiles the block programs on every device; wall time, peak
+  RSS of the process during the streamed run (the mark is reset after the warm-up; the RSS
+  before it is printed too), bytes on disk, and the rate (full-matrix entries per second).
 - in memory: ``infinite_kernels(cfg, x)`` on the same inputs (both kernels, as the blocks
   compute both), second call of the compiled program; the throughput ratio is
   in-memory time / stream time (target >= 1 / 1.2: streaming at most 1.2x slower).
 - solves (first size only), float64, relative ridge 1e-3, one random +-1 target: the direct
-  solve (``solver='direct'``, rnn_ntk.dynamics' dense solve) on the top-left n_s x n_s block read
-  from the store, and the streamed CG (Nystrom rank 100) on the same block and on the whole
-  store. n_s = direct_max_n of the machine's memory budget, capped at 10,000 (full mode).
+  Cholesky (``gram_solve(solver='direct')``) and CG (Nystrom rank 100, tol 1e-8) on the
+  top-left n_s x n_s block read from the store (n_s = 2,000 quick, 5,000 full); out of core, the
+  cost of one streamed product K v over the whole store (one CG iteration) and of the Nystrom
+  sketch, from which a CG solve with the same iteration count is estimated.
 
 The projection for n = 10^5 is n^2 / (measured full-matrix entries per second per device)
 / D: blocks are independent, so the rate scales with devices as long as the disk keeps up
@@ -72,14 +74,19 @@ def child_stream(n: int, T: int, out: str) -> dict:
     b = -(-n // -(-n // b0))                            # as gram() evens it out
     D = len(jax.devices())
     warm = x[: min(n, (2 * D + 1) * b)]
-    gram(cfg, warm, block=b)                              # compile on every device
+    gram(cfg, warm, block=b, out=out + "-warm")           # compile on every device
+    shutil.rmtree(out + "-warm")
+    base = _vm("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:      # reset the peak-RSS mark (Linux >= 4.0)
+        fh.write("5")
     blocks = []
     t0 = time.perf_counter()
     s = gram(cfg, x, out=out, block=b, on_block=lambda d, t: blocks.append(d))
     wall = time.perf_counter() - t0
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)
     assert s.complete
-    return {"wall_s": wall, "peak_rss": _vm("VmHWM"), "bytes": size, "blocks": len(blocks),
+    return {"wall_s": wall, "peak_rss": _vm("VmHWM"), "base_rss": base, "bytes": size,
+            "blocks": len(blocks),
             "block": b, "devices": D, "entries_per_s": n * n / wall}
 
 
@@ -94,13 +101,14 @@ def child_inmem(n: int, T: int) -> dict:
     return {"wall_s": wall, "peak_rss": _vm("VmHWM"), "entries_per_s": n * n / wall}
 
 
-def child_solve(store: str, n_s: int, full_cg: bool) -> dict:
+def child_solve(store: str, n_s: int) -> dict:
     import numpy as np
 
     from rnn_ntk.kernels import gram_solve, load_gram
+    from rnn_ntk.kernels.solve import _nystrom, matmul
     K = load_gram(store)
     y = np.sign(np.random.default_rng(1).normal(size=K.shape[0]))
-    res: dict = {"n_s": n_s}
+    res: dict = {"n_s": n_s, "n": K.shape[0]}
     t0 = time.perf_counter()
     Ks = np.asarray(K[:n_s, :n_s], np.float64)
     res["read_s"] = time.perf_counter() - t0
@@ -113,12 +121,14 @@ def child_solve(store: str, n_s: int, full_cg: bool) -> dict:
     res["cg_inmem_iters"] = info["iterations"]
     res["cg_vs_direct"] = float(np.abs(xc - xd).max() / np.abs(xd).max())
     del Ks
-    if full_cg:
-        t0 = time.perf_counter()
-        _, info = gram_solve(K, y, 1e-3, solver="cg", tol=1e-8, return_info=True)
-        res["cg_store_s"] = time.perf_counter() - t0
-        res["cg_store_iters"] = info["iterations"]
-        res["cg_store_n"] = K.shape[0]
+    # out of core on the whole store: one streamed product (a CG iteration's cost) and the
+    # preconditioner's sketch (one streamed product with 100 columns)
+    t0 = time.perf_counter()
+    matmul(K, y)
+    res["matvec_store_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _nystrom(K, K.shape[0], 100, 0)
+    res["nystrom_store_s"] = time.perf_counter() - t0
     res["peak_rss"] = _vm("VmHWM")
     return res
 
@@ -141,6 +151,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--child", nargs="+")
     ap.add_argument("--tmp", default=None, help="where the stores go (default: a temp dir)")
+    ap.add_argument("--sizes", default=None, help="e.g. 20000x10,10000x50 (default: by mode)")
     a = ap.parse_args()
     if a.child:
         kind, rest = a.child[0], a.child[1:]
@@ -149,10 +160,12 @@ def main() -> None:
         elif kind == "inmem":
             r = child_inmem(int(rest[0]), int(rest[1]))
         else:
-            r = child_solve(rest[0], int(rest[1]), rest[2] == "1")
+            r = child_solve(rest[0], int(rest[1]))
         print(json.dumps(r))
         return
     sizes = [(4000, 10), (2000, 50)] if a.quick else [(20000, 10), (10000, 50)]
+    if a.sizes:
+        sizes = [tuple(int(v) for v in p.split("x")) for p in a.sizes.split(",")]
     print(f"# rnn_ntk Gram benchmark ({'quick' if a.quick else 'full'}), "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}, "
           f"{os.cpu_count()} CPUs", flush=True)
@@ -166,19 +179,22 @@ def main() -> None:
             ratio = m["wall_s"] / s["wall_s"]
             print(f"n={n} T={T}: stream {s['wall_s']:.1f} s ({s['blocks']} blocks of {s['block']} "
                   f"rows on {s['devices']} devices, {s['entries_per_s'] / 1e6:.1f} M entries/s), "
-                  f"peak RSS {_gb(s['peak_rss'])}, written {_gb(s['bytes'])}; in memory "
+                  f"peak RSS {_gb(s['peak_rss'])} (after warm-up {_gb(s['base_rss'])}), written {_gb(s['bytes'])}; in memory "
                   f"{m['wall_s']:.1f} s (peak RSS {_gb(m['peak_rss'])}); throughput stream / "
                   f"in-memory = {ratio:.2f} (target >= {1 / 1.2:.2f})", flush=True)
             if k == 0:
                 rate = s["entries_per_s"] / s["devices"]
                 from rnn_ntk.kernels.solve import direct_max_n
-                n_s = min(direct_max_n(), 2000 if a.quick else 10000, n)
-                r = _run_child(["solve", out, str(n_s), "1"])
-                print(f"  solves (float64, ridge 1e-3): n_s={n_s}: read {r['read_s']:.1f} s, "
-                      f"direct {r['direct_s']:.1f} s, CG in memory {r['cg_inmem_s']:.1f} s "
-                      f"({r['cg_inmem_iters']} iterations, max rel diff to direct "
-                      f"{r['cg_vs_direct']:.1e}); CG from the store, n={r['cg_store_n']}: "
-                      f"{r['cg_store_s']:.1f} s ({r['cg_store_iters']} iterations); peak RSS "
+                n_s = min(direct_max_n(), 2000 if a.quick else 5000, n)
+                r = _run_child(["solve", out, str(n_s)])
+                est = r["nystrom_store_s"] + r["cg_inmem_iters"] * r["matvec_store_s"]
+                print(f"  solves (float64, ridge 1e-3, top-left n_s={n_s} block read from the "
+                      f"store in {r['read_s']:.1f} s): direct (Cholesky) {r['direct_s']:.1f} s, "
+                      f"CG in memory {r['cg_inmem_s']:.1f} s ({r['cg_inmem_iters']} iterations "
+                      f"to 1e-8, max rel diff to direct {r['cg_vs_direct']:.1e}); out of core on "
+                      f"the whole n={r['n']} store: one streamed product {r['matvec_store_s']:.1f}"
+                      f" s, Nystrom sketch {r['nystrom_store_s']:.1f} s, so a CG solve of "
+                      f"{r['cg_inmem_iters']} iterations ~ {est:.0f} s; peak RSS "
                       f"{_gb(r['peak_rss'])}; direct_max_n here = {direct_max_n()}", flush=True)
             shutil.rmtree(out, ignore_errors=True)
         n_big = 100_000

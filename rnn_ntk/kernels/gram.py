@@ -196,6 +196,7 @@ class _Job:
         return {"cfg": dataclasses.asdict(self.cfg) | {"trainable": list(self.cfg.trainable)},
                 "kinds": list(self.kinds), "method": self.method, "block": self.grid.block,
                 "dtype": self.dtype.name, "order": self.order, "shape": list(self.shape()),
+                "compute": np.dtype(jax.dtypes.canonicalize_dtype(np.float64)).name,
                 "inputs": {"x": _digest(self.x), "lengths": _digest(self.lengths),
                            "x2": _digest(self.x2), "lengths2": _digest(self.lengths2),
                            "params": _params_digest(self.params)}}
