@@ -10,7 +10,8 @@ r the ridge (``diag_reg * mean(diag K)``, or ``diag_reg`` itself with
   handles 'all'-readout Grams (S + S shapes) and finite training times t. The bare linear solve
   :func:`gram_solve` (which dynamics does not expose) is a Cholesky factorisation (scipy).
 - ``solver='cg'``: preconditioned conjugate gradients whose products K V stream the store block
-  by block (one block in memory at a time, cast to float64), 2-D Grams only. The preconditioner
+  by block (one block in memory at a time, read straight from its chunk file, cast to float64),
+  2-D Grams only. The preconditioner
   is a randomized Nystrom approximation of rank ``rank`` (Frangella, Tropp & Udell, "Randomized
   Nystrom preconditioning", SIAM J. Matrix Anal. Appl. 2023): P = U (L + r I) U^T + (l_min + r)
   (I - U U^T), built from one streamed product K Omega.
@@ -43,7 +44,6 @@ __all__ = ["SOLVERS", "DIRECT_COPIES", "direct_max_n", "choose_solver", "matmul"
 
 SOLVERS = ("auto", "direct", "cg")
 DIRECT_COPIES = 3          # K, its regularised copy and the factorisation, float64
-PANEL_BYTES = 64 << 20     # a streamed product reads row panels of about this size
 
 
 class CGInfo(dict):
@@ -98,13 +98,8 @@ def matmul(k: Any, v: Any) -> np.ndarray:
     if v.shape[0] != k.shape[1]:
         raise ValueError(f"cannot multiply a Gram of shape {k.shape} by shape {v.shape}")
     out = np.zeros((k.shape[0],) + v.shape[1:], np.float64)
-    n1, n2, b = k.shape[0], k.shape[1], k.block
-    width = b * max(1, PANEL_BYTES // (b * b * k.dtype.itemsize))   # columns per read
-    for i0 in range(0, n1, b):
-        r = slice(i0, min(i0 + b, n1))
-        for j0 in range(0, n2, width):
-            c = slice(j0, min(j0 + width, n2))
-            out[r] += k[r, c].astype(np.float64) @ v[c]
+    for r, c, blk in k.iter_blocks():
+        out[r] += blk.astype(np.float64) @ v[c]
     return out
 
 
@@ -113,11 +108,9 @@ def _diag(k: Any) -> np.ndarray:
         a = _dense(k)
         n = math.prod(a.shape[: a.ndim // 2])
         return np.diagonal(a.reshape(n, n)).copy()
-    b, n = k.block, k.shape[0]
     out = []
-    for i0 in range(0, n, b):
-        s = slice(i0, min(i0 + b, n))
-        blk = k[s, :, s, :] if k.ndim == 4 else k[s, s]
+    for i in range(-(-k.shape[0] // k.block)):
+        blk = k.read_block(i, i)
         side = blk.shape[0] * (blk.shape[1] if k.ndim == 4 else 1)
         out.append(np.diagonal(blk.reshape(side, side)))
     return np.concatenate(out).astype(np.float64)

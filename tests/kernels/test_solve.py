@@ -49,7 +49,8 @@ def test_nystrom_preconditioner_cuts_iterations(grams):
     b = grams["y"][:, 0]
     _, plain = gram_solve(grams["ntk_s"], b, 1e-4, solver="cg", rank=0, tol=1e-10, return_info=True)
     _, pre = gram_solve(grams["ntk_s"], b, 1e-4, solver="cg", rank=60, tol=1e-10, return_info=True)
-    assert pre["converged"] and pre["iterations"] < plain["iterations"] / 2
+    assert plain["converged"] and pre["converged"]
+    assert pre["iterations"] <= 0.6 * plain["iterations"], (pre, plain)
 
 
 @pytest.mark.parametrize("solver", ["direct", "cg"])
