@@ -202,7 +202,7 @@ def main() -> None:
         for D in (1, 8, 64):
             t = n_big * n_big / (rate * D)          # rate: full-matrix entries per s
             print(f"projected n=1e5, T={T0}, 'last' NTK on {D} device(s) at this machine's "
-                  f"per-device rate: {t / 3600:.2f} h", flush=True)
+                  f"per-device rate: {t / 3600:.2f} h ({t / 60:.1f} min)", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"# done, load {os.getloadavg()}")
