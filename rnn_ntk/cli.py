@@ -446,10 +446,12 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
                dynamic_ncols=True)
 
     def on_block(done: int, total: int) -> None:
-        if bar.total != total:
+        if bar.total is None:     # first report: blocks written before (--resume) are the start
             bar.total = total
-        bar.n = done
-        bar.refresh()
+            bar.initial = bar.n = bar.last_print_n = done
+            bar.refresh()
+            return
+        bar.update(done - bar.n)
 
     t0 = time.perf_counter()
     try:

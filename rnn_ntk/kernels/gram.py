@@ -564,7 +564,8 @@ def gram(cfg: RNNConfig, x: Any, x2: Any = None, *, lengths: Any = None, lengths
       out: None (return numpy arrays) or a directory for the zarr store (must be new or empty
         unless ``resume``).
       resume: continue a store: finished blocks are skipped; a store made from other inputs,
-        config, kind, method, block or dtype is refused (StoreError naming the differences).
+        config, kind, method, block, dtype or compute precision (x64) is refused (StoreError
+        naming the differences).
       block: rows per block (default: about 4M kernel entries per block).
       dtype: stored dtype (default: JAX's default float, float64 under x64); kernels are
         computed in the default float and cast.
