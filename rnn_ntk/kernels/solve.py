@@ -21,8 +21,10 @@ r the ridge (``diag_reg * mean(diag K)``, or ``diag_reg`` itself with
   speed: below it the direct solve is also the faster one on this machine for the ridges tried
   (numbers in the README, benchmarks/gram.py).
 
-Gradient flow at a finite time t needs the eigendecomposition of K (dynamics), so it is direct
-only; t = infinity (``t=None``) is a solve and works out of core.
+Gradient flow at a finite time t: direct through dynamics' eigendecomposition; out of core by
+Lanczos (full reorthogonalisation) on K + r I, which gives e^{-a K t} r0 and
+(e^{-a K t} - I) K^-1 r0 from one Krylov basis per output column (each step one streamed product);
+t = infinity (``t=None``) is a solve.
 
 Classification: :func:`svc` fits scikit-learn's ``SVC(kernel='precomputed')`` (in memory).
 """
@@ -304,8 +306,9 @@ def gd_mse(k_train_train: Any, y_train: Any, k_test_train: Any = None, t: Any = 
     Semantics of :func:`rnn_ntk.dynamics.gradient_descent_mse` (``t`` in steps of
     ``learning_rate``, ``loss`` normalisation, ``diag_reg``). ``t=None`` is t = infinity:
     f_train = y, f_test = f_test(0) - K_{test,train} (K + r I)^-1 (f_train(0) - y), which the
-    'cg' solver computes out of core; a finite ``t`` (scalar or array: leading axes) needs the
-    eigendecomposition of K and is direct only.
+    'cg' solver computes out of core; a finite ``t`` (scalar or array: leading axes) is direct
+    (eigendecomposition) or, with 'cg', Lanczos on streamed products (``tol``, ``maxiter``
+    steps).
 
     Returns:
       f_train(t), or (f_train(t), f_test(t)) when ``k_test_train`` is given.
@@ -320,10 +323,12 @@ def gd_mse(k_train_train: Any, y_train: Any, k_test_train: Any = None, t: Any = 
                      diag_reg_absolute_scale, loss=loss)
             return p(t, _dense(fx_train_0), None if kx is None else _dense(fx_test_0), kx)
         return _x64(run)
-    if t is not None:
-        raise ValueError("gradient flow at a finite t needs the train Gram in memory (its "
-                         "eigendecomposition); use t=None (infinity) or solver='direct'")
     y = _dense(y_train)
+    if t is not None:
+        return _gd_mse_lanczos(k_train_train, y, k_test_train, t, learning_rate, diag_reg,
+                               diag_reg_absolute_scale, loss, fx_train_0, fx_test_0,
+                               tol=cg_options.get("tol", 1e-10),
+                               maxiter=cg_options.get("maxiter", 300))
     f0 = np.broadcast_to(_dense(fx_train_0), y.shape)
     f_train = y.copy()
     if k_test_train is None:
@@ -334,6 +339,85 @@ def gd_mse(k_train_train: Any, y_train: Any, k_test_train: Any = None, t: Any = 
     corr = matmul(k_test_train, gram_solve(k_train_train, r0, diag_reg, diag_reg_absolute_scale,
                                       solver="cg", **cg_options))
     return f_train, ft0 - corr
+
+
+def _lanczos(k: Any, r: float, b: np.ndarray, fns: list, *, tol: float, maxiter: int
+             ) -> list[np.ndarray]:
+    """[f(K + r I) b for f in fns] by Lanczos with full reorthogonalisation: ||b|| V f(T) e_1,
+    V the Krylov basis, T the tridiagonal projection; stops when every f's approximation moves
+    by less than tol (relative) over 4 steps, or the Krylov space is exhausted."""
+    n = b.shape[0]
+    beta0 = float(np.linalg.norm(b))
+    if beta0 == 0.0:
+        return [np.zeros(n) for _ in fns]
+    V = np.zeros((n, min(maxiter, n) + 1))
+    V[:, 0] = b / beta0
+    alphas: list[float] = []
+    betas: list[float] = []
+    prev = cur = None
+    for j in range(min(maxiter, n)):
+        w = matmul(k, V[:, j]) + r * V[:, j]
+        alphas.append(float(V[:, j] @ w))
+        w -= V[:, : j + 1] @ (V[:, : j + 1].T @ w)                 # full reorthogonalisation
+        w -= V[:, : j + 1] @ (V[:, : j + 1].T @ w)
+        beta = float(np.linalg.norm(w))
+        done = beta <= 1e-12 * max(abs(a) for a in alphas) or j + 1 == min(maxiter, n)
+        if done or j % 4 == 3:
+            T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+            lam, S = np.linalg.eigh(T)
+            lam = np.maximum(lam, 0.0)                               # K + r I is PSD
+            cur = [beta0 * (V[:, : j + 1] @ (S @ (f(lam) * S[0]))) for f in fns]
+            if prev is not None and all(np.linalg.norm(c - p) <= tol * max(np.linalg.norm(c), 1e-300)
+                                        for c, p in zip(cur, prev)):
+                return cur
+            prev = cur
+            if done:
+                if beta > 1e-12 * max(abs(a) for a in alphas):
+                    warnings.warn(f"Lanczos stopped after {j + 1} steps before converging; "
+                                  "raise maxiter", RuntimeWarning, stacklevel=4)
+                return cur
+        betas.append(beta)
+        V[:, j + 1] = w / beta
+    return cur
+
+
+def _gd_mse_lanczos(k, y, k_test_train, t, learning_rate, diag_reg, absolute, loss, fx_train_0,
+                    fx_test_0, *, tol, maxiter):
+    """Gradient flow at finite t out of core: f_train(t) = f0 + (e^{-a K t} - I) r0 and
+    f_test(t) = ft0 + K_x (e^{-a K t} - I) K^-1 r0, both from one Lanczos basis per output."""
+    if _ndim(k) != 2:
+        raise ValueError("out-of-core gradient flow needs a 2-D Gram (readout 'last' or 'mean')")
+    n = _n_of(k)
+    r = ridge(k, diag_reg, absolute)
+    a = dynamics._rate(loss, learning_rate, int(y.size))          # the loss normalisation
+    t_arr = np.asarray(t, np.float64)
+    ts = t_arr.reshape(-1)
+    if not np.all(np.isfinite(ts)) or np.any(ts < 0):
+        raise ValueError("t must be finite and >= 0 out of core (t=None is infinity)")
+
+    def em1(tt):
+        return lambda lam: np.expm1(-a * lam * tt)
+
+    def g(tt):
+        return lambda lam: np.where(lam > 0, np.expm1(-a * lam * tt) / np.where(lam > 0, lam, 1.0),
+                                    -a * tt)
+
+    y2 = y.reshape(n, -1)
+    f0 = np.broadcast_to(_dense(fx_train_0), y.shape).reshape(n, -1)
+    r0 = f0 - y2
+    fns = [em1(tt) for tt in ts] + ([g(tt) for tt in ts] if k_test_train is not None else [])
+    cols = [_lanczos(k, r, r0[:, c], fns, tol=tol, maxiter=maxiter) for c in range(r0.shape[1])]
+    nt = len(ts)
+    train = np.stack([np.stack([cols[c][i] for c in range(r0.shape[1])], -1) for i in range(nt)])
+    f_train = (f0[None] + train).reshape(t_arr.shape + y.shape)
+    if k_test_train is None:
+        return f_train
+    n_t = _n_of(k_test_train)
+    ft0 = np.broadcast_to(_dense(fx_test_0), (n_t,) + y.shape[1:]).reshape(n_t, -1)
+    test = [matmul(k_test_train, np.stack([cols[c][nt + i] for c in range(r0.shape[1])], -1))
+            for i in range(nt)]
+    f_test = (ft0[None] + np.stack(test)).reshape(t_arr.shape + (n_t,) + y.shape[1:])
+    return f_train, f_test
 
 
 def svc(k_train_train: Any, labels: Any, k_test_train: Any, C: float = 1.0,

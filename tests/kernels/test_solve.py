@@ -105,8 +105,21 @@ def test_gd_mse_at_t_matches_expm(grams):
                             solver=solver, tol=1e-12)
         np.testing.assert_allclose(f_tr, y[tr])
         np.testing.assert_allclose(f_te, inf_ref, rtol=1e-7, atol=1e-9)
-    with pytest.raises(ValueError, match="finite t needs the train Gram in memory"):
-        gd_mse(Ktr, y[tr], Kx, 3.0, solver="cg")
+    # finite t out of core (Lanczos on streamed products), several times at once, vs expm
+    ts = np.array([5.0, 35.0])
+    f_tr, f_te = gd_mse(Ktr, y[tr], Kx, ts, learning_rate=lr, fx_train_0=f0, fx_test_0=ft0,
+                        solver="cg", tol=1e-12)
+    assert f_tr.shape == (2, 160, 2) and f_te.shape == (2, 40, 2)
+    np.testing.assert_allclose(f_tr[1], train_ref, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(f_te[1], test_ref, rtol=1e-5, atol=1e-7)
+    E5 = scipy.linalg.expm(-a * 5.0 * Ktr)
+    np.testing.assert_allclose(f_tr[0], y[tr] + E5 @ r0, rtol=1e-6, atol=1e-8)
+    # ... and from the store (whole 200 x 200 Gram as train set, 1 output), with a ridge
+    Ks, K200, y200 = grams["ntk_s"], grams["ntk"], grams["y"][:, 0]
+    reg = 1e-3 * np.trace(K200) / 200
+    E = scipy.linalg.expm(-(lr / 200) * 20.0 * (K200 + reg * np.eye(200)))
+    got = gd_mse(Ks, y200, None, 20.0, learning_rate=lr, diag_reg=1e-3, solver="cg", tol=1e-12)
+    np.testing.assert_allclose(got, y200 + E @ (0.0 - y200), rtol=1e-6, atol=1e-8)
 
 
 def test_svc_precomputed_equals_sklearn_rbf():
