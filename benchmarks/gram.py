@@ -1,6 +1,6 @@
-"""Benchmark: data-set Gram matrices streamed to disk (rnn_ntk.kernels.gram) and solved from the store.
+"""Benchmark: data-set Gram matrices streamed to disk (rnn_ntk.kernels.gram), solved from the store.
 
-    python benchmarks/gram.py            # n = 20,000, T = 10 and n = 10,000, T = 50 (long on 2 cores)
+    python benchmarks/gram.py            # n = 20,000, T = 10 and n = 10,000, T = 50 (minutes)
     python benchmarks/gram.py --quick    # n = 4,000, T = 10 and n = 2,000, T = 50
 
 Relu, d = 1, s_w = 1.4, s_u = 1, s_b = 0.1, all groups trainable, readout 'last', float32 (x64
@@ -179,7 +179,8 @@ def main() -> None:
             ratio = m["wall_s"] / s["wall_s"]
             print(f"n={n} T={T}: stream {s['wall_s']:.1f} s ({s['blocks']} blocks of {s['block']} "
                   f"rows on {s['devices']} devices, {s['entries_per_s'] / 1e6:.1f} M entries/s), "
-                  f"peak RSS {_gb(s['peak_rss'])} (after warm-up {_gb(s['base_rss'])}), written {_gb(s['bytes'])}; in memory "
+                  f"peak RSS {_gb(s['peak_rss'])} (after warm-up {_gb(s['base_rss'])}), "
+                  f"written {_gb(s['bytes'])}; in memory "
                   f"{m['wall_s']:.1f} s (peak RSS {_gb(m['peak_rss'])}); throughput stream / "
                   f"in-memory = {ratio:.2f} (target >= {1 / 1.2:.2f})", flush=True)
             if k == 0:

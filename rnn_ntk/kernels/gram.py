@@ -214,7 +214,8 @@ def _prepare(cfg, x, x2, lengths, lengths2, kind, method, params, block, dtype, 
                          "has none)")
     if method == "empirical":
         if params is None:
-            raise ValueError("method='empirical' needs params (one draw, e.g. init_params(cfg, key))")
+            raise ValueError("method='empirical' needs params (one draw, e.g. "
+                             "init_params(cfg, key))")
         if not isinstance(params, dict) or "b" not in params:
             raise ValueError("params must be a dict of parameter groups {'W','U','b','v'}")
         if np.ndim(params["b"]) != 1:
@@ -484,7 +485,9 @@ def _write_block(out: Path, arrays: dict[str, Any], job: _Job, i: int, j: int,
             if mirror:
                 z[r2, r1] = a.T
         base = out / GRAM_ARRAYS / k
-        files = _chunk_files(base, i, j, a.ndim) + (_chunk_files(base, j, i, a.ndim) if mirror else [])
+        files = _chunk_files(base, i, j, a.ndim)
+        if mirror:
+            files += _chunk_files(base, j, i, a.ndim)
         for f in files:
             _fsync_file(f)
     marker = out / DONE / f"{i}_{j}"
@@ -676,7 +679,8 @@ def _close(key: str, options: Sequence[str]) -> str:
     return f" (did you mean {m[0]!r}?)" if m else ""
 
 
-def parse_kernel_spec(text: str, source: str = "<spec>", *, base: str | os.PathLike = ".") -> KernelSpec:
+def parse_kernel_spec(text: str, source: str = "<spec>", *, base: str | os.PathLike = "."
+                      ) -> KernelSpec:
     """Parse and check an ``rnn-ntk kernel`` spec and load its data; raises
     :class:`KernelSpecError` listing every problem found (nothing is written).
 
@@ -684,9 +688,10 @@ def parse_kernel_spec(text: str, source: str = "<spec>", *, base: str | os.PathL
     'empirical', default 1), ``[data]`` either ``path`` (.npz with ``x`` (n, T, d) and optional
     ``lengths``, ``y``; or .npy holding x; relative to ``base``) or a task of the sweep specs
     (TaskConfig fields, numeric task parameters such as ``eps_x``, and ``seed``; drawn in
-    float32; the Gram is over the train then the test sequences), ``[kernel]`` kind ('ntk', 'nngp', 'both'), method
-    ('infinite', 'empirical'), block, dtype (stored, default 'float32'), compute (default =
-    dtype), seed (parameter draw, default 0), order (quadrature).
+    float32; the Gram is over the train then the test sequences), ``[kernel]`` kind ('ntk',
+    'nngp', 'both'), method ('infinite', 'empirical'), block, dtype (stored, default
+    'float32'), compute (default = dtype), seed (parameter draw, default 0), order
+    (quadrature).
     """
     import tomllib
 

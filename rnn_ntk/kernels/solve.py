@@ -41,8 +41,8 @@ from rnn_ntk import dynamics
 from rnn_ntk.kernels.empirical import memory_budget
 from rnn_ntk.kernels.gram import StoredGram
 
-__all__ = ["SOLVERS", "DIRECT_COPIES", "direct_max_n", "choose_solver", "matmul", "ridge", "gram_solve",
-           "kernel_ridge", "gp_posterior", "gd_mse", "svc", "CGInfo"]
+__all__ = ["SOLVERS", "DIRECT_COPIES", "direct_max_n", "choose_solver", "matmul", "ridge",
+           "gram_solve", "kernel_ridge", "gp_posterior", "gd_mse", "svc", "CGInfo"]
 
 SOLVERS = ("auto", "direct", "cg")
 DIRECT_COPIES = 3          # K, its regularised copy and the factorisation, float64
@@ -289,7 +289,8 @@ def gp_posterior(k_train_train: Any, y_train: Any, k_test_train: Any, k_test_tes
     kx = _dense(k_test_train)                              # (n_test, n): the right-hand sides
     y = _dense(y_train)
     rhs = np.concatenate([y.reshape(y.shape[0], -1), kx.T], axis=1)
-    sol = gram_solve(k_train_train, rhs, diag_reg, diag_reg_absolute_scale, solver="cg", **cg_options)
+    sol = gram_solve(k_train_train, rhs, diag_reg, diag_reg_absolute_scale, solver="cg",
+                     **cg_options)
     k_out = rhs.shape[1] - kx.shape[0]
     mean = (kx @ sol[:, :k_out]).reshape((n_t,) + y.shape[1:])
     var = prior - np.sum(kx * sol[:, k_out:].T, axis=1)
@@ -367,8 +368,9 @@ def _lanczos(k: Any, r: float, b: np.ndarray, fns: list, *, tol: float, maxiter:
             lam, S = np.linalg.eigh(T)
             lam = np.maximum(lam, 0.0)                               # K + r I is PSD
             cur = [beta0 * (V[:, : j + 1] @ (S @ (f(lam) * S[0]))) for f in fns]
-            if prev is not None and all(np.linalg.norm(c - p) <= tol * max(np.linalg.norm(c), 1e-300)
-                                        for c, p in zip(cur, prev)):
+            if prev is not None and all(
+                    np.linalg.norm(c - p) <= tol * max(np.linalg.norm(c), 1e-300)
+                    for c, p in zip(cur, prev)):
                 return cur
             prev = cur
             if done:
