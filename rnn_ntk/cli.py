@@ -402,6 +402,91 @@ register("figures", "redraw every figure and RESULTS.md from stored results (no 
          "RESULTS.md from them. Nothing is trained.")
 
 
+def _add_kernel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="SPEC", help="the kernel spec (TOML: [model], [data], [kernel])")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="output directory of the Gram store; must be new or empty unless --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: written blocks are skipped; refused if the "
+                        "data, model or kernel options changed")
+    p.add_argument("--x64", action="store_true",
+                   help="enable float64 in JAX (automatic with [kernel] compute = \"float64\")")
+
+
+def _cmd_kernel(args: argparse.Namespace) -> int:
+    """Gram matrix of a data set into a store: spec problems exit 2 (nothing written), a refused
+    store 1; a tqdm bar over blocks (with ETA) when stderr is a terminal."""
+    import time
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from rnn_ntk import store
+    # (rnn_ntk.kernels.gram is the function; its module's names come by from-import)
+    from rnn_ntk.kernels.gram import KernelSpecError, gram, load_kernel_spec
+    setup_jax(args.x64)
+    try:
+        spec = load_kernel_spec(args.file)
+    except KernelSpecError as e:
+        _print_problems(e.problems)
+        return EXIT_USAGE
+    if spec.compute == "float64":
+        setup_jax(x64=True)
+    params = None
+    if spec.method == "empirical":
+        import jax
+
+        from rnn_ntk.model import init_params
+        params = init_params(spec.cfg, jax.random.key(spec.seed))
+    bar = tqdm(total=None, unit="block", desc=spec.name, disable=None, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def on_block(done: int, total: int) -> None:
+        if bar.total is None:     # first report: blocks written before (--resume) are the start
+            bar.total = total
+            bar.initial = bar.n = bar.last_print_n = done
+            bar.refresh()
+            return
+        bar.update(done - bar.n)
+
+    t0 = time.perf_counter()
+    try:
+        res = gram(spec.cfg, spec.x, lengths=spec.lengths, kind=spec.kind,
+                   method=spec.method, params=params, out=args.out, resume=args.resume,
+                   block=spec.block, dtype=spec.dtype, order=spec.order, on_block=on_block,
+                   info=spec.info)
+    except store.StoreError as e:
+        _err(str(e))
+        return EXIT_FAIL
+    finally:
+        bar.close()
+    data = Path(args.out) / "data.npz"
+    if not data.exists():      # the inputs next to the Gram (rows 0..n_train-1: train)
+        tmp = data.with_name(f".tmp-data-{os.getpid()}.npz")
+        arrays = {"x": spec.x, "n_train": np.asarray(spec.n_train)}
+        if spec.lengths is not None:
+            arrays["lengths"] = spec.lengths
+        if spec.y is not None:
+            arrays["y"] = spec.y
+        np.savez(tmp, **arrays)
+        os.replace(tmp, data)
+    arrays = res if isinstance(res, tuple) else (res,)
+    shape = "x".join(map(str, arrays[0].shape))
+    print(f"{spec.name}: {'/'.join(a.kind for a in arrays)} {shape} {arrays[0].dtype} in "
+          f"{time.perf_counter() - t0:.1f} s -> {args.out} (open with "
+          f"rnn_ntk.kernels.load_gram)")
+    return EXIT_OK
+
+
+register("kernel", "compute a data set's NTK/NNGP Gram matrix into a store (resumable)",
+         _add_kernel, _cmd_kernel,
+         "Read [model] (RNNConfig fields), [data] (path = a .npz with x (n, T, d) and optional "
+         "lengths, y; or a task of the sweep specs) and [kernel] (kind ntk|nngp|both, method "
+         "infinite|empirical, block, dtype, compute, seed), then write the Gram block by block "
+         "to DIR (each block atomic; --resume skips written blocks and refuses changed inputs). "
+         "Open it with rnn_ntk.kernels.load_gram(DIR); DIR/data.npz holds the inputs.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rnn_ntk import __version__
     parser = argparse.ArgumentParser(
