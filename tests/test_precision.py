@@ -221,7 +221,7 @@ def _train_dots(cfg):
 
 def test_train_config_checks_matmul_precision():
     assert _train_cfg().matmul_precision == "highest"
-    with pytest.raises(ConfigError, match=r"^matmul_precision must be one of .*got 'fast'$"):
+    with pytest.raises(ConfigError, match=r"^matmul_precision: must be one of .*got 'fast'$"):
         _train_cfg(matmul_precision="fast")
     assert "matmul_precision" in sweep.CATALOGUE["train"]
 
