@@ -299,7 +299,7 @@ def setup_run(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup
     return _setup_jit(cfg, key, _complete_hparams(cfg, hparams))
 
 
-def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:
+def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any], data: Any = None) -> RunSetup:
     hp = _complete_hparams(cfg, hparams)
     dtype = cfg.jnp_dtype
     scales = hparam_scales(hp)
@@ -307,8 +307,11 @@ def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:
                           array_width=cfg.width_array, width=hp["width"])
     if cfg.init == "symmetric":
         params0 = symmetric_params(cfg.model, params0)
-    thp = {k: hp[k] for k in tasks.default_task_hparams(cfg.task)}
-    data = tasks.sample_task(cfg.task, jax.random.fold_in(key, 1), thp, dtype=dtype)
+    if data is None:            # fixed data (make_train(data=...)) replaces the task's draw
+        thp = {k: hp[k] for k in tasks.default_task_hparams(cfg.task)}
+        data = tasks.sample_task(cfg.task, jax.random.fold_in(key, 1), thp, dtype=dtype)
+    else:
+        data = jax.tree.map(lambda a: jnp.asarray(a, dtype), data)
     return RunSetup(params0, data, scales, jax.random.fold_in(key, 2))
 
 
@@ -465,7 +468,8 @@ def progress_listener(fn: Callable[[np.ndarray, int], None]):
             _progress_fn = None
 
 
-def make_train(cfg: TrainConfig, *, progress: int = 0) -> Callable[..., dict[str, Array]]:
+def make_train(cfg: TrainConfig, *, progress: int = 0, data: Any = None
+               ) -> Callable[..., dict[str, Array]]:
     """``train(key, hparams) -> records``: one run, pure and jittable (jit it, or use train_many).
 
     progress: 0 (default): no callback. k >= 1: the variant that reports to the listener of
@@ -478,8 +482,22 @@ def make_train(cfg: TrainConfig, *, progress: int = 0) -> Callable[..., dict[str
     complete dicts, ``default_hparams(cfg) | overrides``, to compile once per cfg). Returns a dict of arrays with leading axis
     cfg.n_logs (:func:`record_names`), plus 'init_params', 'final_params' (and
     'lin_final_params'), each {'W', 'U', 'b', 'v'} at the array width, when cfg.save_params.
+
+    data: None (default: each run draws its task data, ``tasks.sample_task``), or fixed arrays
+    ``tasks.Data(x_train, y_train, x_test, y_test)`` shaped as the task's (n_train, n_test,
+    length, input_dim, output_dim) would be, used by every run (real data sets); constants of
+    the compiled program.
     """
     _check_int("progress", progress, 0)
+    if data is not None:         # fixed data: shapes must be the task's
+        t = cfg.task
+        ys = (t.length, t.output_dim) if t.target == "all" else (t.output_dim,)
+        want = {"x_train": (t.n_train, t.length, t.input_dim), "y_train": (t.n_train,) + ys,
+                "x_test": (t.n_test, t.length, t.input_dim), "y_test": (t.n_test,) + ys}
+        for name, shape in want.items():
+            got = tuple(np.shape(getattr(data, name, None)))
+            if got != shape:
+                raise ConfigError(f"data.{name} must have shape {shape} for this task, got {got}")
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
                           "True))")
@@ -494,8 +512,8 @@ def make_train(cfg: TrainConfig, *, progress: int = 0) -> Callable[..., dict[str
 
     def train(key: Array, hparams: dict[str, Any], lane: Any = 0) -> dict[str, Array]:
         hp = _complete_hparams(cfg, hparams)
-        params0, data, scales, shuffle_key = _setup(cfg, key, hp)
-        x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
+        params0, data_, scales, shuffle_key = _setup(cfg, key, hp, data)
+        x_tr, y_tr, x_te, y_te = data_.x_train, data_.y_train, data_.x_test, data_.y_test
         n, T = x_tr.shape[0], x_tr.shape[1]
         dtype = cfg.jnp_dtype
         frozen = {g: a for g, a in params0.items() if g not in trainable}
