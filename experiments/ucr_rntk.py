@@ -107,11 +107,11 @@ class Setting(NamedTuple):
     rnn_datasets: tuple[str, ...]
 
 
-_CI_GRID = Grid((1.34, 1.47), (0.0, 1.0), (0.0, 0.5))
+_CI_GRID = Grid((1.34, 1.47), (0.5,), (0.0, 0.5))
 SETTINGS = {
     "ci": Setting(("ItalyPowerDemand",), {"last": {"ItalyPowerDemand": _CI_GRID},
                                           "mean": {"ItalyPowerDemand": _CI_GRID}},
-                  max_train=30, max_test=60, widths=(8, 16), seeds=2, steps=20,
+                  max_train=30, max_test=40, widths=(8,), seeds=2, steps=10,
                   rnn_datasets=("ItalyPowerDemand",)),
     "default": Setting(("GunPoint", "ItalyPowerDemand", "ArrowHead"),
                        {"last": {"GunPoint": FULL, "ItalyPowerDemand": FULL, "ArrowHead": FULL},

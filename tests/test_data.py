@@ -105,3 +105,32 @@ def test_bundled_ucr_sets_have_the_standard_splits(name, sizes):
     for x in (ds.x_train, ds.x_test):
         np.testing.assert_allclose(x[..., 0].mean(1), 0.0, atol=1e-9)
         np.testing.assert_allclose(x[..., 0].std(1), 1.0, atol=1e-9)
+
+
+def test_training_on_fixed_arrays_uses_them():
+    """train.make_train(cfg, data=...): every run trains on the given arrays (real data sets)."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnn_ntk import tasks, train
+    from rnn_ntk.model import ConfigError, RNNConfig, apply
+
+    rng = np.random.default_rng(0)
+    data = tasks.Data(rng.normal(size=(6, 4, 1)), rng.normal(size=(6, 2)),
+                      rng.normal(size=(5, 4, 1)), rng.normal(size=(5, 2)))
+    mcfg = RNNConfig(width=8, input_dim=1, output_dim=2, sigma_w=1.3)
+    tcfg = tasks.TaskConfig(kind="wang_additive", n_train=6, n_test=5, length=4, input_dim=1,
+                            output_dim=2)
+    cfg = train.TrainConfig(model=mcfg, task=tcfg, steps=3, log_every=3, dtype="float64",
+                            save_params=True)
+    key = jax.random.key(3)
+    rec = jax.jit(train.make_train(cfg, data=data))(key, train.default_hparams(cfg))
+    p0 = train.setup_run(cfg, key, {}).params0
+    for name, x, y, p in (("train_loss", data.x_train, data.y_train, p0),
+                          ("test_loss", data.x_test, data.y_test, rec["final_params"])):
+        f = apply(mcfg, p, jnp.asarray(x))
+        step = 0 if name == "train_loss" else -1
+        assert float(rec[name][step]) == pytest.approx(float(jnp.mean((f - y) ** 2)), rel=1e-10)
+    bad = data._replace(x_test=data.x_test[:, :3])
+    with pytest.raises(ConfigError, match="data.x_test must have shape"):
+        train.make_train(cfg, data=bad)
