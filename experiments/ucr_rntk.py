@@ -21,7 +21,11 @@ Setup (what this module measures)
   stratified k-fold cross-validation on the training split, k = min(10, smallest class size)
   (shuffled, fixed seed; the same folds for every method of a data set); the point of the grid
   (sigmas, C) with the highest mean CV accuracy is refitted on the whole training split and
-  scored on the test split (ties: first in grid order, sigmas ascending, then C ascending). Every
+  scored on the test split. Ties are common (on these small training splits tens to hundreds of
+  the 900 points share the best CV accuracy): the selected test accuracy is the mean over all
+  tied points (the expected accuracy of a random tie-break), and the summary reports the
+  number of ties and the range of their test accuracies. (The trained-RNN arm takes the first
+  tied point in grid order: sigmas ascending, then C.) Every
   grid point's CV fold accuracies and test correctness are stored, so the claims can compare
   selections (e.g. sigma_h free vs sigma_h = 0) and show how far CV accuracy is from test
   accuracy.
@@ -29,10 +33,15 @@ Setup (what this module measures)
   (T Var x)), 1-NN with the Euclidean distance.
 * Trained RNNs: the finite network (ReLU, readout 'last', float32) at the NTK-'last' CV-selected
   sigmas of the data set, trained by the engine (``train.make_train(cfg, data=...)``, seeds as a
-  vmap) with full-batch GD on the 'mean' squared loss against centred one-hot targets
-  (e_c - 1/C), step lr = 0.5 n C / lambda_max(K) (half the stability limit of the NTK
-  linearisation, K the infinite-width NTK Gram of the training split at those sigmas), at several
-  widths; prediction = argmax of the outputs.
+  vmap) from the 'symmetric' init (paired units, f_0 = 0 exactly, as in kernel regression; with
+  the full recurrence paired units have equal rows of W, so their states agree from t = 1 on
+  for any h_0 and the output stays 0), full-batch Adam (lr RNN_LR = 1e-3, the usual default) on
+  the 'mean' squared loss against centred one-hot targets (e_c - 1/C), at several widths;
+  prediction = argmax of the outputs. (Full-batch GD at half the NTK linearisation's stability
+  limit, 0.5 n C / lambda_max(K), was tried first: on GunPoint it left the training loss at
+  0.21-0.25 of its initial 0.25 after 400 steps, test accuracy ~0.5 (likely because the step is
+  limited by the kernel's largest eigenvalue and 400 steps do not reach the smaller ones); Adam at 1e-2 and 1e-3 both reached ~0.95 test
+  accuracy on ItalyPowerDemand, and the default 1e-3 is used everywhere.)
 
 Agreement criteria (fixed before any run; never tuned)
 ------------------------------------------------------
@@ -80,6 +89,7 @@ SIGMA_W = tuple(float(v) for v in np.round(np.linspace(1.34, 1.47, 6), 3))
 SIGMA_B = (0.0, 0.4, 0.8, 1.2, 1.6, 2.0)
 SIGMA_H = (0.0, 0.01, 0.1, 0.5, 1.0)
 FOLD_SEED = 0
+RNN_LR = 1e-3
 N_BOOT = 1000
 
 
@@ -115,7 +125,7 @@ SETTINGS = {
                   rnn_datasets=("ItalyPowerDemand",)),
     "default": Setting(("GunPoint", "ItalyPowerDemand", "ArrowHead"),
                        {"last": {"GunPoint": FULL, "ItalyPowerDemand": FULL, "ArrowHead": FULL},
-                        "mean": {"GunPoint": COARSE, "ItalyPowerDemand": FULL}},
+                        "mean": {"GunPoint": COARSE, "ItalyPowerDemand": COARSE}},
                        max_train=None, max_test=None, widths=(32, 128), seeds=2, steps=400,
                        rnn_datasets=("GunPoint", "ItalyPowerDemand")),
     "large": Setting(("GunPoint", "ItalyPowerDemand", "ArrowHead", "OSULeaf"),
@@ -227,6 +237,19 @@ def select(cv: np.ndarray, mask: np.ndarray | None = None) -> tuple[int, ...]:
     return np.unravel_index(int(np.argmax(m)), m.shape)
 
 
+def selected(cv: np.ndarray, correct: np.ndarray, mask: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The CV-selected configuration with ties shared: every point whose mean CV accuracy equals
+    the best (within ``mask``) counts equally. Returns (CV fold accuracies (F,) averaged over the
+    tied points, test correctness (n_test,) averaged over them (the expected correctness of a
+    random tie-break), number of tied points). cv: (..., F); correct: (..., n_test)."""
+    m = cv.mean(-1)
+    if mask is not None:
+        m = np.where(mask, m, -np.inf)
+    ties = m >= m.max() - 1e-12
+    return cv[ties].mean(0), correct[ties].astype(float).mean(0), int(ties.sum())
+
+
 def one_hot_targets(y: np.ndarray, n_classes: int) -> np.ndarray:
     """Centred one-hot targets e_c - 1/C, (n, C)."""
     return np.eye(n_classes)[y] - 1.0 / n_classes
@@ -237,11 +260,7 @@ def rnn_piece(x_tr, y_tr, x_te, y_te, n_classes, sigmas, st: Setting) -> dict[st
     train accuracy (W, S) and final train loss (W, S), per width W and seed S."""
     sw, sb, sh = sigmas
     n, T = x_tr.shape[:2]
-    with jax.enable_x64(True):
-        cfgk = kernel_config("last", sw, sb, sh)
-        _, K = infinite_kernels(cfgk, x_tr)
-        lam = float(np.linalg.eigvalsh(np.asarray(K))[-1])
-    lr = 0.5 * n * n_classes / lam
+    lr = RNN_LR
     data = tasks.Data(x_tr, one_hot_targets(y_tr, n_classes), x_te,
                       one_hot_targets(y_te, n_classes))
     tcfg = tasks.TaskConfig(kind="wang_additive", n_train=n, n_test=x_te.shape[0], length=T,
@@ -250,7 +269,7 @@ def rnn_piece(x_tr, y_tr, x_te, y_te, n_classes, sigmas, st: Setting) -> dict[st
     for w in st.widths:
         mcfg = kernel_config("last", sw, sb, sh).replace(width=w, output_dim=n_classes)
         cfg = train.TrainConfig(model=mcfg, task=tcfg, steps=st.steps, log_every=st.steps,
-                                save_params=True)
+                                save_params=True, init="symmetric", optimizer="adam")
         fn = jax.jit(jax.vmap(train.make_train(cfg, data=data), in_axes=(0, None)))
         keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(2021), s))(
             jnp.arange(st.seeds))
@@ -329,16 +348,14 @@ def methods(D: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if k is None:
             continue
         for kind in ("ntk", "nngp"):
-            p, c = select(k[f"{kind}_cv"])
-            out[f"{kind.upper()} {readout}"] = (k[f"{kind}_cv"][p, c],
-                                                 k[f"{kind}_correct"][p, c].astype(float))
+            out[f"{kind.upper()} {readout}"] = selected(k[f"{kind}_cv"],
+                                                        k[f"{kind}_correct"])[:2]
         if readout == "last":
-            h0 = k["sigma_h"] == 0
-            p, c = select(k["ntk_cv"], np.broadcast_to(h0[:, None], k["ntk_cv"].shape[:2]))
-            out["NTK last, sigma_h=0"] = (k["ntk_cv"][p, c], k["ntk_correct"][p, c].astype(float))
+            h0 = np.broadcast_to((k["sigma_h"] == 0)[:, None], k["ntk_cv"].shape[:2])
+            out["NTK last, sigma_h=0"] = selected(k["ntk_cv"], k["ntk_correct"], h0)[:2]
+            out["NTK last, sigma_h>0"] = selected(k["ntk_cv"], k["ntk_correct"], ~h0)[:2]
     b = D["baseline"]
-    g, c = select(b["rbf_cv"])
-    out["RBF-SVM"] = (b["rbf_cv"][g, c], b["rbf_correct"][g, c].astype(float))
+    out["RBF-SVM"] = selected(b["rbf_cv"], b["rbf_correct"])[:2]
     out["1-NN"] = (b["nn1_cv"], b["nn1_correct"].astype(float))
     r = D.get("rnn")
     if r is not None:
@@ -372,8 +389,7 @@ def sigma_w_profile(k: dict, kind: str = "ntk") -> tuple[np.ndarray, np.ndarray]
     rows = []
     for sw in sws:
         mask = np.broadcast_to((k["sigma_w"] == sw)[:, None], k[f"{kind}_cv"].shape[:2])
-        p, c = select(k[f"{kind}_cv"], mask)
-        rows.append(k[f"{kind}_correct"][p, c])
+        rows.append(selected(k[f"{kind}_cv"], k[f"{kind}_correct"], mask)[1])
     return sws, np.asarray(rows, float)
 
 
@@ -410,9 +426,8 @@ def figures(results_dir, fig_dir) -> list[Path]:
         te = k["ntk_correct"].mean(-1).ravel()
         col = plots.width_colors(len(names))[i]
         a.scatter(cvm, te, s=4, alpha=0.35, color=col, label=name)
-        p, c = select(k["ntk_cv"])
-        a.scatter([k["ntk_cv"][p, c].mean()], [k["ntk_correct"][p, c].mean()], marker="*", s=90,
-                  color=col, edgecolor="k")
+        cv_s, corr_s, _ = selected(k["ntk_cv"], k["ntk_correct"])
+        a.scatter([cv_s.mean()], [corr_s.mean()], marker="*", s=90, color=col, edgecolor="k")
     lim = [0.4, 1.0]
     a.plot(lim, lim, "k--", lw=0.8)
     a.set_xlabel("mean 10-fold CV accuracy (train split)")
@@ -430,9 +445,9 @@ def figures(results_dir, fig_dir) -> list[Path]:
         te, cvs = [], []
         for sh in shs:
             mask = np.broadcast_to((k["sigma_h"] == sh)[:, None], k["ntk_cv"].shape[:2])
-            p, c = select(k["ntk_cv"], mask)
-            te.append(k["ntk_correct"][p, c].mean())
-            cvs.append(k["ntk_cv"][p, c].mean())
+            cv_s, corr_s, _ = selected(k["ntk_cv"], k["ntk_correct"], mask)
+            te.append(corr_s.mean())
+            cvs.append(cv_s.mean())
         xs = np.arange(len(shs))
         a.plot(xs, te, "o-", color=col, label=f"{name} test")
         a.plot(xs, cvs, "s:", color=col, alpha=0.7, label=f"{name} CV")
@@ -518,12 +533,20 @@ def claims(results_dir) -> list[Claim]:
 def summary_table(results_dir) -> str:
     """Markdown: CV and test accuracy of every method per data set (side by side)."""
     R = _load(results_dir)
-    lines = ["| data set | method | CV acc [95%] | test acc |", "|---|---|---|---|"]
+    lines = ["| data set | method | CV acc [95%] | test acc | CV ties: n (test range) |",
+             "|---|---|---|---|---|"]
     for name, D in R.items():
+        ties = {}
+        for readout in ("last", "mean"):
+            k = D.get(f"kernel_{readout}")
+            for kind in ("ntk", "nngp") if k is not None else ():
+                m = k[f"{kind}_cv"].mean(-1)
+                te = k[f"{kind}_correct"].mean(-1)[m >= m.max() - 1e-12]
+                ties[f"{kind.upper()} {readout}"] = f"{te.size} ({te.min():.3f}-{te.max():.3f})"
         for m, (cv, corr) in methods(D).items():
             cvs = ("-" if not np.isfinite(cv).all()
                    else "{:.3f} [{:.3f}, {:.3f}]".format(*_fold_ci(cv)))
-            lines.append(f"| {name} | {m} | {cvs} | {corr.mean():.3f} |")
+            lines.append(f"| {name} | {m} | {cvs} | {corr.mean():.3f} | {ties.get(m, '')} |")
     return "\n".join(lines)
 
 

@@ -102,3 +102,20 @@ def test_ci_end_to_end(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "res" / ucr.NAME).glob("*.npz")}
     ucr.run(tmp_path / "res", "ci")
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "res" / ucr.NAME).glob("*.npz")}
+
+
+def test_selected_averages_over_cv_ties():
+    cv = np.zeros((3, 2, 2))
+    cv[0, 1] = [1.0, 0.5]                # mean 0.75
+    cv[2, 0] = [0.5, 1.0]                # mean 0.75: a tie
+    corr = np.zeros((3, 2, 4), bool)
+    corr[0, 1] = [1, 1, 0, 0]
+    corr[2, 0] = [1, 1, 1, 1]
+    f, c, n = ucr.selected(cv, corr)
+    assert n == 2
+    np.testing.assert_allclose(f, [0.75, 0.75])
+    np.testing.assert_allclose(c, [1, 1, 0.5, 0.5])
+    mask = np.ones((3, 2), bool)
+    mask[2] = False
+    f, c, n = ucr.selected(cv, corr, mask)
+    assert n == 1 and list(c) == [1, 1, 0, 0]
