@@ -402,13 +402,19 @@ def figures(results_dir, fig_dir) -> list[Path]:
     fig, ax = plots.new_figure(3, width=4.2, height=3.2)
     # (1) CV vs test accuracy of every method, per data set
     a = ax[0, 0]
+    Ms = {name: methods(R[name]) for name in names}
+    order = list(dict.fromkeys(m for M in Ms.values() for m in M))     # one colour per method
+    cols = plots.width_colors(len(order))
+    labelled = set()
     for i, name in enumerate(names):
-        M = methods(R[name])
-        for j, mname in enumerate(M):
-            cv, corr = M[mname]
-            x = i + (j - len(M) / 2) * 0.8 / len(M)
-            col = plots.width_colors(len(M))[j]
-            a.bar(x, corr.mean(), width=0.8 / len(M), color=col, label=mname if i == 0 else None)
+        for j, mname in enumerate(order):
+            if mname not in Ms[name]:
+                continue
+            cv, corr = Ms[name][mname]
+            x = i + (j - len(order) / 2) * 0.8 / len(order)
+            a.bar(x, corr.mean(), width=0.8 / len(order), color=cols[j],
+                  label=None if mname in labelled else mname)
+            labelled.add(mname)
             if np.isfinite(cv).all():
                 a.plot([x], [cv.mean()], "k_", markersize=6)
     a.set_xticks(range(len(names)), names, fontsize=7)
