@@ -4,6 +4,10 @@
     h_t = phi(g_t)
     f_t = (s_v / sqrt(m)) v^T h_t
 
+With ``sigma_h > 0`` the initial state is random instead, h_0 = sigma_h z, z ~ N(0, I_m) per
+sequence (Alemohammad et al., "The Recurrent Neural Tangent Kernel", ICLR 2021); z is a fixed
+function of the sequence, see :func:`initial_state`.
+
 All weights are N(0, 1) at initialisation. With ``recurrence='diagonal'`` W is an m-vector and the
 recurrent term is ``s_w * (w * h_{t-1})`` (no 1/sqrt(m)).
 
@@ -67,6 +71,13 @@ def _trainable(v: Any) -> tuple[str, ...]:
 _SCALE = schema.number(schema.between(0.0), ">= 0")
 
 
+def _seed(v: Any) -> int:
+    v = schema.integer(0)(v)
+    if v >= 2 ** 31:
+        raise schema.Invalid(f"must be an integer in [0, 2**31), got {v}")
+    return v
+
+
 @dataclasses.dataclass(frozen=True)
 class RNNConfig:
     """Static description of an Elman RNN; validated on construction (one-line ConfigError).
@@ -77,6 +88,9 @@ class RNNConfig:
     hyper-parameters of a training run, defaults for its hparams).
     trainable: non-empty subset of {'W', 'U', 'b', 'v'}; kernels are for this subset.
     recurrence: 'full' (W is m x m) or 'diagonal' (W is an m-vector).
+    sigma_h: std of the random initial state h_0 (the RNTK paper's sigma_h; 0 = h_0 = 0, the
+    default). h0_seed: the seed of h_0's draw (a fixed part of the network function, not trained);
+    see :func:`initial_state`.
     Each field is declared once with its check (:mod:`rnn_ntk.schema`); ``schema.fields_of(RNNConfig)``.
     """
 
@@ -92,6 +106,8 @@ class RNNConfig:
     trainable: tuple[str, ...] = schema.field(GROUPS, check=_trainable, sequence=True,
                                               doc="trained groups")
     recurrence: str = schema.field("full", choices=RECURRENCES, doc="'full' or 'diagonal'")
+    sigma_h: float = schema.field(0.0, check=_SCALE, doc="std of the random initial state h_0")
+    h0_seed: int = schema.field(0, check=_seed, doc="seed of h_0's draw, in [0, 2**31)")
 
     def __post_init__(self) -> None:
         schema.check_config(self)
@@ -252,9 +268,71 @@ def forward(cfg: RNNConfig, params: Params, x_NTD: Array, lengths: Array | None 
         h_out = jnp.where(a, h_new, h_NM)
         return h_out, (h_out, jnp.where(a, g, 0.0))
 
-    h0 = jnp.zeros((n, m), dtype)
+    h0 = initial_state(cfg, x_NTD, lens, m, dtype, width=s.width)
     _, (h_TNM, g_TNM) = jax.lax.scan(step, h0, (drive_TNM, active_TN))
     return jnp.swapaxes(h_TNM, 0, 1), jnp.swapaxes(g_TNM, 0, 1)
+
+
+# ---------------------------------------------------------------------- sigma_h: random h_0
+_GOLDEN = 0x9E3779B9
+
+
+def _mix32(h: Array) -> Array:
+    """murmur3's 32-bit finaliser (a bijection of uint32 with good avalanche)."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def sequence_hash(x_NTD: Array, lengths: Array | None = None) -> Array:
+    """A 32-bit hash of each sequence's values and length, (n,) uint32; jittable.
+
+    Only the steps t < lengths[i] enter (padding never does), -0.0 hashes as 0.0, and the hash is
+    of the values' bits in x's dtype: equal sequences (values and lengths) get equal hashes in any
+    padded batch; different ones collide with probability ~2^-32.
+    """
+    n, T, d = x_NTD.shape
+    lens = _as_lengths(lengths, n, T)
+    if jnp.dtype(x_NTD.dtype).itemsize < 4 or not jnp.issubdtype(x_NTD.dtype, jnp.floating):
+        x_NTD = x_NTD.astype(jnp.float32)
+    x = jnp.where(x_NTD == 0, jnp.zeros((), x_NTD.dtype), x_NTD)        # -0.0 -> 0.0
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)                   # (n, T, d[, 2])
+    bits = bits.reshape(n, T, -1)                                        # (n, T, w)
+    w = bits.shape[-1]
+    pos = jnp.arange(T * w, dtype=jnp.uint32).reshape(1, T, w)
+    terms = _mix32(bits ^ _mix32(pos * jnp.uint32(_GOLDEN) + jnp.uint32(1)))
+    valid = (jnp.arange(T)[None, :, None] < lens[:, None, None])
+    total = jnp.sum(jnp.where(valid, terms, jnp.uint32(0)), axis=(1, 2), dtype=jnp.uint32)
+    return _mix32(total ^ _mix32(lens.astype(jnp.uint32) + jnp.uint32(_GOLDEN)))
+
+
+def initial_state(cfg: RNNConfig, x_NTD: Array, lengths: Array | None, array_width: int,
+                  dtype: Any, *, width: Any = None) -> Array:
+    """The initial hidden state h_0, (n, array_width): zeros when ``cfg.sigma_h == 0``.
+
+    Otherwise h_0 = sigma_h z with z ~ N(0, I_m) per sequence (the RNTK paper's random initial
+    state): z is a fixed function of the network (``cfg.h0_seed``) and of the sequence
+    (:func:`sequence_hash` of its values and length): unit i is drawn from
+    ``fold_in(fold_in(key(h0_seed), hash), i)``. So equal sequences get equal h_0 (the network is
+    a function of its input, which the empirical kernels and training need), different ones
+    independent draws, and the draw at width m is the prefix of any wider draw (units at index >=
+    ``width``, default ``array_width``, are 0). Over draws of h0_seed, E[h_0 . h_0'] / m =
+    sigma_h^2 1[x = x'] (the white-noise term of the infinite-width kernels).
+    """
+    n = x_NTD.shape[0]
+    if cfg.sigma_h == 0:
+        return jnp.zeros((n, array_width), dtype)
+    keys = jax.vmap(lambda hsh: jax.random.fold_in(jax.random.key(cfg.h0_seed), hsh))(
+        sequence_hash(x_NTD.astype(dtype), lengths))
+    units = jnp.arange(array_width)
+    z = jax.vmap(lambda k: jax.vmap(
+        lambda i: jax.random.normal(jax.random.fold_in(k, i), (), dtype))(units))(keys)
+    m = array_width if width is None else width
+    keep = (units < m).astype(dtype)[None, :]
+    return (cfg.sigma_h * z) * keep
+# ---------------------------------------------------------------------- end sigma_h
 
 
 def hidden_states(cfg: RNNConfig, params: Params, x_NTD: Array, lengths: Array | None = None, *,

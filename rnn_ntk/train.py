@@ -357,7 +357,7 @@ def setup_run(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup
         return _setup_jit(cfg, key, _complete_hparams(cfg, hparams))
 
 
-def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:
+def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any], data: Any = None) -> RunSetup:
     hp = _complete_hparams(cfg, hparams)
     dtype = cfg.jnp_dtype
     scales = hparam_scales(hp)
@@ -365,8 +365,11 @@ def _setup(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunSetup:
                           array_width=cfg.width_array, width=hp["width"])
     if cfg.init == "symmetric":
         params0 = symmetric_params(cfg.model, params0)
-    thp = {k: hp[k] for k in tasks.default_task_hparams(cfg.task)}
-    data = tasks.sample_task(cfg.task, jax.random.fold_in(key, 1), thp, dtype=dtype)
+    if data is None:            # fixed data (make_train(data=...)) replaces the task's draw
+        thp = {k: hp[k] for k in tasks.default_task_hparams(cfg.task)}
+        data = tasks.sample_task(cfg.task, jax.random.fold_in(key, 1), thp, dtype=dtype)
+    else:
+        data = jax.tree.map(lambda a: jnp.asarray(a, dtype), data)
     return RunSetup(params0, data, scales, jax.random.fold_in(key, 2))
 
 
@@ -525,19 +528,21 @@ def _norm(a: Array) -> Array:
     return jnp.sqrt(jnp.sum(jnp.square(a)))
 
 
-def run_context(cfg: TrainConfig, key: Array, hparams: dict[str, Any]) -> RunContext:
+def run_context(cfg: TrainConfig, key: Array, hparams: dict[str, Any], data: Any = None
+                ) -> RunContext:
     """The constants of the run (key, hparams), traced inside the program.
 
     Args:
       cfg: the run's TrainConfig.
       key: the run's key (see :func:`setup_run` for what is drawn from it).
       hparams: scalars, a subset of :func:`default_hparams` (defaults fill in).
+      data: None (the task's draw) or fixed ``tasks.Data`` arrays (see :func:`make_train`).
 
     Returns:
       The :class:`RunContext`.
     """
     hp = _complete_hparams(cfg, hparams)
-    params0, data, scales, shuffle_key = _setup(cfg, key, hp)
+    params0, data, scales, shuffle_key = _setup(cfg, key, hp, data)
     trainable = cfg.model.trainable
     opt = _make_optimizer(cfg, hp)
     radius = hp["proj_radius"] / jnp.sqrt(hp["width"])
@@ -705,7 +710,7 @@ def _saved_params(ctx: RunContext, state: RunState) -> dict[str, Params]:
 LogHook = Callable[[Array, RunState, Any], None]
 
 
-def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None
+def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None, data: Any = None
                ) -> Callable[..., dict[str, Array]]:
     """One run as a pure, jittable function (jit it, or use :func:`rnn_ntk.lanes.train_many`).
 
@@ -716,6 +721,9 @@ def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None
         :class:`RunState`, tag the ``tag`` argument of train). It is called for its effects
         only (e.g. a host callback; :func:`rnn_ntk.progress.progress_hook`); what it returns is
         ignored, and it must not change the records.
+      data: None (each run draws its task data, ``tasks.sample_task``), or fixed arrays
+        ``tasks.Data(x_train, y_train, x_test, y_test)`` shaped as the task's would be, used by
+        every run (real data sets); constants of the compiled program.
 
     Returns:
       ``train(key, hparams, tag=0) -> records``. hparams: dict of scalars (a subset of
@@ -728,13 +736,22 @@ def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None
     """
     if on_log is not None and not callable(on_log):
         raise TypeError(f"on_log must be a callable or None, got {on_log!r}")
+    if data is not None:         # fixed data: shapes must be the task's
+        t = cfg.task
+        ys = (t.length, t.output_dim) if t.target == "all" else (t.output_dim,)
+        want = {"x_train": (t.n_train, t.length, t.input_dim), "y_train": (t.n_train,) + ys,
+                "x_test": (t.n_test, t.length, t.input_dim), "y_test": (t.n_test,) + ys}
+        for name, shape in want.items():
+            got = tuple(np.shape(getattr(data, name, None)))
+            if got != shape:
+                raise ConfigError(f"data.{name} must have shape {shape} for this task, got {got}")
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
                           "True))")
 
     @with_matmul_precision(cfg.matmul_precision)  # every product of the run, traced inside
     def train(key: Array, hparams: dict[str, Any], tag: Any = 0) -> dict[str, Array]:
-        ctx = run_context(cfg, key, hparams)
+        ctx = run_context(cfg, key, hparams, data)
 
         def advance(state, k):
             state = run_log_steps(ctx, state, k)

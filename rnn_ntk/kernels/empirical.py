@@ -20,7 +20,9 @@ the chain rule gives, for the full recurrence (m = scales.width, d = input_dim),
                  + (s_v^2 / m) <hbar_s, hbar'_{s'}>                                          [v]
     C(t, t')   = (s_w^2 / m) <h_{t-1}, h'_{t'-1}> [W] + (s_u^2 / d) <x_t, x'_{t'}> [U] + s_b^2 [b]
 
-(h_0 = 0; [G] = 1 when group G is trainable; hbar is the state the readout uses: h_T for 'last', the
+(h_0 = 0, or with ``cfg.sigma_h`` > 0 the network's fixed random initial state
+:func:`rnn_ntk.model.initial_state`, which enters the W part as h_{t-1} at t = 1; [G] = 1 when
+group G is trainable; hbar is the state the readout uses: h_T for 'last', the
 mean of h_t over the sequence's own steps for 'mean', h_s masked past the end for 'all'; with k > 1
 outputs delta carries an output index j and <delta, delta'> is averaged over j). With a diagonal
 recurrence (W an m-vector, recurrent term s_w w * h_{t-1}) the W part is instead
@@ -55,7 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_ntk.model import GROUPS, Params, RNNConfig, Scales, apply, forward, hidden_states, readout
+from rnn_ntk.model import (GROUPS, Params, RNNConfig, Scales, apply, forward, hidden_states,
+                           initial_state, readout)
 from rnn_ntk.precision import highest_precision
 
 Array = jax.Array
@@ -190,7 +193,8 @@ def _structured_stacks(cfg: RNNConfig, params: Params, x: Array, lengths: Array,
         else:
             D = D.reshape(k, n, T, M).transpose(1, 2, 0, 3)          # (n, T, k, M)
         D = D / math.sqrt(k)                                         # mean over outputs
-        h_prev = jnp.concatenate([jnp.zeros((n, 1, M), dtype), h[:, :-1]], axis=1)  # (n, T, M)
+        h0 = initial_state(cfg, x, lengths, M, dtype, width=scales.width)      # sigma_h; 0 if none
+        h_prev = jnp.concatenate([h0[:, None, :], h[:, :-1]], axis=1)          # (n, T, M)
         if need["A"]:
             if cfg.readout == "all":
                 A = jnp.sum(D * h_prev[:, None, :, None, :], axis=2)

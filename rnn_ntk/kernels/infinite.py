@@ -14,6 +14,20 @@ and for the outputs f_t(x), f_s(x'):
     NNGP  K(t, s)  = s_v^2 V(q_t, S_{t,s}, q'_s)
     NTK   Th(t, s) = s_v^2 V(q_t, S_{t,s}, q'_s) [v] + s_v^2 Vd(q_t, S_{t,s}, q'_s) Th_{t,s}
 
+Random initial state (``cfg.sigma_h`` > 0, the RNTK paper's h_0 ~ N(0, sigma_h^2 I) per
+sequence, independent across sequences; :func:`rnn_ntk.model.initial_state`). h_0 is no output of
+phi, so it enters only the state covariance at t - 1 = 0 and s - 1 = 0:
+
+    P_{1,1} = sigma_h^2 1[x = x']        q_1 = s_w^2 sigma_h^2 + s_u^2 |x_1|^2 / d + s_b^2
+
+and P_{1,s} = P_{t,1} = 0 for s, t > 1 (h_0 is independent of everything the network computes:
+the correlation of h_0 with a later state is O(1/sqrt(m))). Th_{0,.} = 0 (h_0 is no function of
+the parameters), so the term reaches the NTK through C_{1,1} ([W]) and the recursion. "The same
+sequence" x = x' means equal lengths and equal values at every step (exact float64 equality; the
+finite network tells sequences apart by a hash of the same values): k(x, x) carries the term and
+a Gram matrix has it on its diagonal (and between duplicates), a white-noise term. For 'last' the
+pair (1, 1) of end-aligned sequences exists only when the lengths agree.
+
 Readouts: 'last' -> K(T, T') (an entry only involves the time pairs (T-k, T'-k): the sequences
 are aligned at their ends and the cost is O(min(T, T')) per pair); 'all' -> K(t, s) on the whole
 grid, shape (n1, T1, n2, T2); 'mean' -> (1 / (T T')) sum_{t, s} K(t, s). With ``lengths`` each
@@ -88,7 +102,8 @@ def _check_lengths(name: str, lengths: Any, n: int, T: int) -> np.ndarray:
 
 def _scalars(cfg: RNNConfig, dtype: Any) -> dict[str, Array]:
     d = cfg.input_dim
-    return {"sw2": jnp.asarray(cfg.sigma_w ** 2, dtype),
+    return {"sh2": jnp.asarray(cfg.sigma_h ** 2, dtype),          # sigma_h (h_0 variance)
+            "sw2": jnp.asarray(cfg.sigma_w ** 2, dtype),
             "su2d": jnp.asarray(cfg.sigma_u ** 2 / d, dtype),
             "sb2": jnp.asarray(cfg.sigma_b ** 2, dtype),
             "sv2": jnp.asarray(cfg.sigma_v ** 2, dtype)}
@@ -106,7 +121,7 @@ def _variances(vfn, x_NTD: Array, lens_N: Array, sc: dict[str, Array]) -> tuple[
         q = sc["sw2"] * vfn(q_prev, q_prev, q_prev)[0] + drive + sc["sb2"]
         return q, q
 
-    first = drive_TN[0] + sc["sb2"]                   # h_0 = 0: no recurrent term at t = 1
+    first = drive_TN[0] + sc["sb2"] + sc["sw2"] * sc["sh2"]   # h_0: variance sigma_h^2, not V(.)
     _, rest = jax.lax.scan(step, first, drive_TN[1:])
     q_TN = jnp.concatenate([first[None, :], rest], axis=0)
     return x_NTD, q_TN.T
@@ -130,6 +145,35 @@ def _end_align(x_NTD: Array, q_NT: Array, lens_N: Array, window: int
     return jnp.swapaxes(xa, 0, 1), qa.T, act_NW.T
 
 
+# --------------------------------------------------------------------------- sigma_h: h_0 terms
+def sequence_ids(*xs_lens: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Exact identity of sequences across arrays: for pairs (x (n, T, d), lengths (n,)), int32
+    ids (n,) such that two sequences get the same id iff their lengths are equal and their values
+    at the steps before their lengths are equal (float64 ==; -0.0 == 0.0)."""
+    table: dict[bytes, int] = {}
+    out = []
+    for x, lens in xs_lens:
+        x = np.asarray(x, np.float64)
+        ids = np.empty(x.shape[0], np.int32)
+        for i in range(x.shape[0]):
+            key = np.ascontiguousarray(x[i, :int(lens[i])] + 0.0).tobytes()   # -0.0 + 0.0 = 0.0
+            ids[i] = table.setdefault(key, len(table))
+        out.append(ids)
+    return out
+
+
+def _h0_cov(sc: dict[str, Array], id1_A: Array, id2_B: Array) -> Array:
+    """P_{1,1} = sigma_h^2 1[x = x'] for a tile, (A, B)."""
+    return sc["sh2"] * (id1_A[:, None] == id2_B[None, :]).astype(sc["sh2"].dtype)
+
+
+def _first_steps(lens_N: Array, T: int, window: int) -> Array:
+    """(window, n): True at the end-aligned step that is each sequence's own t = 1."""
+    cols = jnp.arange(T - window, T)
+    return (cols[:, None] - (T - lens_N)[None, :]) == 0
+# --------------------------------------------------------------------------- end sigma_h
+
+
 # --------------------------------------------------------------------------- tiles
 def _gram(a: Array, b: Array) -> Array:
     return jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
@@ -139,20 +183,23 @@ def _flags(trainable: tuple[str, ...]) -> tuple[float, ...]:
     return tuple(float(g in trainable) for g in ("W", "U", "b", "v"))
 
 
-def _tile_last(vfn, trainable, sc, x1_WAD, q1_WA, a1_WA, x2_WBD, q2_WB, a2_WB):
+def _tile_last(vfn, trainable, sc, x1_WAD, q1_WA, a1_WA, f1_WA, id1_A, x2_WBD, q2_WB, a2_WB,
+               f2_WB, id2_B):
     """'last' kernels of a tile of end-aligned sequences: (A, B) NNGP and NTK.
 
     Carries V and Vd * Th at the previous aligned step (0 before a pair's first common step,
-    which is h_0 = 0); only the diagonal (T-k, T'-k) of the time grid is visited.
+    which is h_0 = 0); only the diagonal (T-k, T'-k) of the time grid is visited. f1, f2 mark
+    each sequence's first step (where P_{1,1} = sigma_h^2 1[x = x'] enters).
     """
     tW, tU, tb, tv = _flags(trainable)
     A, B = q1_WA.shape[1], q2_WB.shape[1]
+    P0 = _h0_cov(sc, id1_A, id2_B)
 
     def step(carry, inp):
         V_prev, VdTh_prev = carry
-        x1, q1, a1, x2, q2, a2 = inp
+        x1, q1, a1, f1, x2, q2, a2, f2 = inp
         G = sc["su2d"] * _gram(x1, x2)
-        rec = sc["sw2"] * V_prev
+        rec = sc["sw2"] * (V_prev + jnp.where(f1[:, None] & f2[None, :], P0, 0.0))
         S = (rec + G) + sc["sb2"]
         Th = (tW * rec + tU * G + tb * sc["sb2"]) + sc["sw2"] * VdTh_prev
         V, Vd = vfn(q1[:, None], S, q2[None, :])
@@ -160,15 +207,16 @@ def _tile_last(vfn, trainable, sc, x1_WAD, q1_WA, a1_WA, x2_WBD, q2_WB, a2_WB):
         return (jnp.where(both, V, 0.0), jnp.where(both, Vd * Th, 0.0)), None
 
     zero = jnp.zeros((A, B), q1_WA.dtype)
-    (V, VdTh), _ = jax.lax.scan(step, (zero, zero), (x1_WAD, q1_WA, a1_WA, x2_WBD, q2_WB, a2_WB))
+    (V, VdTh), _ = jax.lax.scan(step, (zero, zero),
+                                (x1_WAD, q1_WA, a1_WA, f1_WA, x2_WBD, q2_WB, a2_WB, f2_WB))
     return sc["sv2"] * V, sc["sv2"] * (tv * V + VdTh)
 
 
-def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, x2_BSD, q2_BS, l2_B):
+def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, id1_A, x2_BSD, q2_BS, l2_B, id2_B):
     """Whole-grid kernels of a tile: (A, T1, B, T2) for 'all', (A, B) for 'mean'.
 
     Scans over t, carrying the row t-1 of V and Vd * Th over s; the value at (t-1, s-1) is the
-    row shifted by one step (0 at s = 1 and at t = 1: h_0 = 0).
+    row shifted by one step (0 at s = 1 and at t = 1, except P_{1,1} = sigma_h^2 1[x = x']).
     """
     tW, tU, tb, tv = _flags(trainable)
     A, T1, d = x1_ATD.shape
@@ -176,15 +224,16 @@ def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, x2_BSD, q2_BS, l2_
     dtype = q1_AT.dtype
     x2_flat = x2_BSD.reshape(B * T2, d)
     valid2_BS = jnp.arange(T2)[None, :] < l2_B[:, None]
+    P0 = _h0_cov(sc, id1_A, id2_B)[:, :, None] * (jnp.arange(T2) == 0).astype(dtype)[None, None, :]
 
     def shift(a_ABS):
         return jnp.pad(a_ABS[:, :, :-1], ((0, 0), (0, 0), (1, 0)))
 
     def step(carry, inp):
         V_row, VdTh_row, sums = carry
-        x1_t, q1_t, valid1_t = inp
+        x1_t, q1_t, valid1_t, t = inp
         G = sc["su2d"] * _gram(x1_t, x2_flat).reshape(A, B, T2)
-        rec = sc["sw2"] * shift(V_row)
+        rec = sc["sw2"] * (shift(V_row) + jnp.where(t == 0, P0, 0.0))
         S = (rec + G) + sc["sb2"]
         Th = (tW * rec + tU * G + tb * sc["sb2"]) + sc["sw2"] * shift(VdTh_row)
         V, Vd = vfn(q1_t[:, None, None], S, q2_BS[None, :, :])
@@ -199,7 +248,7 @@ def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, x2_BSD, q2_BS, l2_
     zero = jnp.zeros((A, B, T2), dtype)
     zsum = jnp.zeros((A, B), dtype)
     valid1_TA = jnp.arange(T1)[:, None] < l1_A[None, :]
-    xs = (jnp.swapaxes(x1_ATD, 0, 1), q1_AT.T, valid1_TA)
+    xs = (jnp.swapaxes(x1_ATD, 0, 1), q1_AT.T, valid1_TA, jnp.arange(T1))
     (_, _, sums), outs = jax.lax.scan(step, (zero, zero, (zsum, zsum)), xs)
     if mean:
         norm = l1_A[:, None].astype(dtype) * l2_B[None, :].astype(dtype)
@@ -210,7 +259,7 @@ def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, x2_BSD, q2_BS, l2_
 # --------------------------------------------------------------------------- driver
 @functools.partial(jax.jit, static_argnames=(
     "activation", "order", "trainable", "readout", "blocks", "symmetric"))
-def _kernels(x1, l1, x2, l2, sc, *, activation, order, trainable, readout, blocks, symmetric):
+def _kernels(x1, l1, x2, l2, sc, id1, id2, *, activation, order, trainable, readout, blocks, symmetric):
     """Both kernels for padded inputs (n1 = nb1 * b1 rows, n2 = nb2 * b2 rows).
 
     Tiles (i, j) (i <= j when symmetric) run one after another in a ``fori_loop`` that writes
@@ -220,22 +269,27 @@ def _kernels(x1, l1, x2, l2, sc, *, activation, order, trainable, readout, block
     (nb1, b1), (nb2, b2) = blocks
     x1, q1 = _variances(vfn, x1, l1, sc)
     if symmetric:
-        x2, q2, l2 = x1, q1, l1
+        x2, q2, l2, id2 = x1, q1, l1, id1
     else:
         x2, q2 = _variances(vfn, x2, l2, sc)
     if readout == "last":
         window = min(x1.shape[1], x2.shape[1])
-        al1 = _end_align(x1, q1, l1, window)
-        al2 = al1 if symmetric else _end_align(x2, q2, l2, window)
+        al1 = _end_align(x1, q1, l1, window) + (_first_steps(l1, x1.shape[1], window),)
+        al2 = al1 if symmetric else (_end_align(x2, q2, l2, window)
+                                     + (_first_steps(l2, x2.shape[1], window),))
 
         def tile(ij):
             s1 = [jax.lax.dynamic_slice_in_dim(a, ij[0] * b1, b1, axis=1) for a in al1]
             s2 = [jax.lax.dynamic_slice_in_dim(a, ij[1] * b2, b2, axis=1) for a in al2]
-            return _tile_last(vfn, trainable, sc, *s1, *s2)
+            i1 = jax.lax.dynamic_slice_in_dim(id1, ij[0] * b1, b1)
+            i2 = jax.lax.dynamic_slice_in_dim(id2, ij[1] * b2, b2)
+            return _tile_last(vfn, trainable, sc, *s1, i1, *s2, i2)
     else:
         def tile(ij):
-            s1 = [jax.lax.dynamic_slice_in_dim(a, ij[0] * b1, b1, axis=0) for a in (x1, q1, l1)]
-            s2 = [jax.lax.dynamic_slice_in_dim(a, ij[1] * b2, b2, axis=0) for a in (x2, q2, l2)]
+            s1 = [jax.lax.dynamic_slice_in_dim(a, ij[0] * b1, b1, axis=0)
+                  for a in (x1, q1, l1, id1)]
+            s2 = [jax.lax.dynamic_slice_in_dim(a, ij[1] * b2, b2, axis=0)
+                  for a in (x2, q2, l2, id2)]
             return _tile_grid(vfn, trainable, readout == "mean", sc, *s1, *s2)
 
     pairs = [(i, j) for i in range(nb1) for j in range(i if symmetric else 0, nb2)]
@@ -337,7 +391,10 @@ def infinite_kernels(cfg: RNNConfig, x1: Any, x2: Any = None, *, lengths1: Any =
         x2p, l2p = x1p[:0], l1p[:0]                  # unused
     else:
         x2p, l2p = _pad_rows(np.asarray(x2, dtype), lens2, nb2 * b2)
-    K, N = _kernels(x1p, l1p, x2p, l2p, _scalars(cfg, dtype), activation=cfg.activation,
+    # sigma_h: exact sequence identities for the h_0 term (padding rows are never read)
+    id1, id2 = sequence_ids((x1p, l1p), (x2p, l2p)) if cfg.sigma_h > 0 else (
+        np.arange(x1p.shape[0], dtype=np.int32), np.arange(x2p.shape[0], dtype=np.int32))
+    K, N = _kernels(x1p, l1p, x2p, l2p, _scalars(cfg, dtype), id1, id2, activation=cfg.activation,
                     order=n_order if mem_factor > 1 else DEFAULT_ORDER,
                     trainable=cfg.trainable, readout=cfg.readout,
                     blocks=((nb1, b1), (nb2, b2)), symmetric=symmetric)
