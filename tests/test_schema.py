@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_ntk import schema, sweep, tasks, train
+from rnn_ntk import lanes, schema, sweep, tasks, train
 from rnn_ntk.model import ConfigError, RNNConfig
 from rnn_ntk.schema import Field
 
@@ -216,7 +216,7 @@ def no_compile(monkeypatch):
     def fake_many_fn(cfg, layout, key_impl, names, devices, every):
         reached.append(names)
         return lambda kd, hp, *lane: {"hp": hp}
-    monkeypatch.setattr(train, "_many_fn", fake_many_fn)
+    monkeypatch.setattr(lanes, "_many_fn", fake_many_fn)
     return reached
 
 
