@@ -396,18 +396,27 @@ def _parse_values(given: Mapping[tuple[str, str], Any], zipped: Mapping[tuple[st
 
 
 
+def _coords(a: Axis) -> list | None:
+    """The coordinates of an axis' values; None if one is a list or table (a bad value, already
+    reported), which has no coordinate."""
+    cs = [coord_value(x) for x in a.values]
+    return None if any(isinstance(c, (list, dict)) for c in cs) else cs
+
+
 def _check_axes(axes: Sequence[Axis], n_zip: int, problems: list[str]) -> None:
     """Repeated values in an axis, axis names set twice, repeated combinations of a zip group."""
+    coords = {id(a): _coords(a) for a in axes}
     for a in axes:
-        if a.group is None and len({coord_value(x) for x in a.values}) != len(a.values):
+        cs = coords[id(a)]
+        if a.group is None and cs is not None and len(set(cs)) != len(cs):
             problems.append(f"{a.section}.{a.name}: repeated values in axis {list(a.values)}")
     names = [a.name for a in axes]
     for n in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{n}: set in more than one section; axis names must be unique")
     for gi in range(n_zip):
-        members = [a for a in axes if a.group == gi]
-        if members and all(len(a.values) == len(members[0].values) for a in members):
-            combos = list(zip(*[[coord_value(x) for x in a.values] for a in members]))
+        members = [coords[id(a)] for a in axes if a.group == gi]
+        if members and all(cs is not None and len(cs) == len(members[0]) for cs in members):
+            combos = list(zip(*members))
             if len(set(combos)) != len(combos):
                 dup = sorted({c for c in combos if combos.count(c) > 1})
                 problems.append(f"sweep.zip: repeated combinations {dup}")
