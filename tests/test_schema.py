@@ -71,6 +71,14 @@ def test_validate_collects_every_problem_first_problem_stops_at_one():
     assert schema.first_problem(fields, {"flag": 2, "width": -1}) == (
         "width", "must be a positive integer, got -1")
     assert schema.first_problem(fields, {"width": 2, "other": 0}) is None
+    # a traced field takes arrays of run values, but one number as a static value (a config
+    # field, one value of a spec section)
+    lr = Field("lr", 0.1, schema.number(schema.between(0.0), ">= 0"), traced=True)
+    assert lr.check_value(np.array([0.1, 0.2]))[1] is None
+    assert lr.check_static(np.array([0.1, 0.2]))[1] == "must be a number, got array([0.1, 0.2])"
+    assert lr.check_static([0.1])[1] == "must be a number, got [0.1]"
+    assert lr.check_static(1) == (1.0, None)
+    assert schema.validate([lr], {"lr": [0.1, 0.2]}) == ["lr: must be a number, got [0.1, 0.2]"]
 
 
 def test_config_fields_are_declared_once():

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tomllib
+import types
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -47,13 +48,21 @@ class SpecError(ValueError):
 
 class _Catalogue(Mapping):
     """section ('model', 'task', 'train') -> {name: :class:`rnn_ntk.schema.Field`} of what a spec
-    may set: ``schema.section_fields(section)``, read on each access (so task kinds registered in
-    ``tasks.TASKS`` later are included). ``Field.traced``: a lane of a compiled program."""
+    may set: ``schema.section_fields(section)`` (read-only), recomputed when the task registry
+    ``tasks.TASKS`` changes (so a kind registered later is settable). ``Field.traced``: a lane."""
 
-    def __getitem__(self, section: str) -> dict[str, Field]:
+    def __init__(self) -> None:
+        self._memo: dict[str, tuple[tuple, Mapping[str, Field]]] = {}
+
+    def __getitem__(self, section: str) -> Mapping[str, Field]:
         if section not in CONFIG_SECTIONS:
             raise KeyError(section)
-        return schema.section_fields(section)
+        registry = tuple(tasks.TASKS.items())
+        memo = self._memo.get(section)
+        if memo is None or memo[0] != registry:
+            memo = (registry, types.MappingProxyType(schema.section_fields(section)))
+            self._memo[section] = memo
+        return memo[1]
 
     def __iter__(self) -> Iterator[str]:
         return iter(CONFIG_SECTIONS)
@@ -138,6 +147,9 @@ class Spec:
                 return a
         raise KeyError(name)
 
+
+# ---------------------------------------------------------------------------------------------
+# value checks (the schema's fields)
 
 
 def _kind_fields(given: Mapping[tuple[str, str], Any], zipped: Mapping[tuple[str, str], Any]
