@@ -29,9 +29,9 @@ Three users, one set of rules:
                                             #   proj_radius (traced)
 
   and checks one element of an axis (:func:`is_axis`) with ``fields[name].check_static(v) ->
-  (v, problem | None)`` (``where[i]: problem``; a traced field takes one number there). Required fields are ``Field.required``
-  (``input_dim``/``output_dim`` may come from [model] or [task]: pass ``required=False`` and
-  check those where they are shared). Traced task parameters' defaults in the kind-free fields
+  (v, problem | None)`` (``where[i]: problem``; a traced field takes one number there). Required
+  fields are ``Field.required`` (``input_dim``/``output_dim`` may come from [model] or [task]:
+  pass ``required=False`` and check those where they are shared). Traced task parameters' defaults in the kind-free fields
   are placeholders where they depend on the config (``lag``): take run defaults from
   ``rnn_ntk.train.default_hparams(cfg)``. Fields a spec cannot set (``TrainConfig.model``, ``.task``,
   ``.array_width``) have ``spec=False`` and are left out of :func:`section_fields`.
