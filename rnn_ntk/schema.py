@@ -28,10 +28,10 @@ Three users, one set of rules:
       section_fields("train")               # TrainConfig fields a spec may set + lr, momentum,
                                             #   proj_radius (traced)
 
-  and checks one element of an axis (:func:`is_axis`) with ``fields[name].check_value(v) ->
-  (v, problem | None)`` (``where[i]: problem``). Required fields are ``Field.required``
-  (``input_dim``/``output_dim`` may come from [model] or [task]: pass ``required=False`` and
-  check those where they are shared). Traced task parameters' defaults in the kind-free fields
+  and checks one element of an axis (:func:`is_axis`) with ``fields[name].check_static(v) ->
+  (v, problem | None)`` (``where[i]: problem``; a traced field takes one number there). Required
+  fields are ``Field.required`` (``input_dim``/``output_dim`` may come from [model] or [task]:
+  pass ``required=False`` and check those where they are shared). Traced task parameters' defaults in the kind-free fields
   are placeholders where they depend on the config (``lag``): take run defaults from
   ``rnn_ntk.train.default_hparams(cfg)``. Fields a spec cannot set (``TrainConfig.model``, ``.task``,
   ``.array_width``) have ``spec=False`` and are left out of :func:`section_fields`.
@@ -108,6 +108,13 @@ class Field:
             return self.check(value), None
         except Invalid as e:
             return value, str(e.args[0])
+
+    def check_static(self, value: Any) -> tuple[Any, str | None]:
+        """:meth:`check_value` of one static value (a config field, one value of a spec): a
+        traced field takes a single number here, not an array of run values."""
+        if self.traced and not _static_number(value):
+            return value, f"must be a number, got {value!r}"
+        return self.check_value(value)
 
     def replace(self, **changes: Any) -> "Field":
         return dataclasses.replace(self, **changes)
@@ -268,9 +275,7 @@ def check_config(obj: Any) -> None:
     (whose check also takes arrays of run values) holds one static number in a config."""
     for f in fields_of(type(obj)):
         v = getattr(obj, f.name)
-        if f.traced and not _static_number(v):
-            raise ConfigError(f"{f.name}: must be a number, got {v!r}")
-        v2, problem = f.check_value(v)
+        v2, problem = f.check_static(v)
         if problem is not None:
             raise ConfigError(f"{f.name}: {problem}")
         if v2 is not v:
@@ -318,7 +323,7 @@ def validate(fields: Mapping[str, Field] | Iterable[Field], mapping: Mapping[str
             problems.append(f"{pre}{key}: unknown key{did_you_mean(key, fs)}")
     for key, v in mapping.items():
         if key in fs:
-            _, p = fs[key].check_value(v)
+            _, p = fs[key].check_static(v)
             if p is not None:
                 problems.append(f"{pre}{key}: {p}")
     if required:

@@ -121,7 +121,7 @@ BAD = [
     ("task parameter of another kind", ("input_dim = 3", "input_dim = 3\nrho = 0.5"),
      "task.rho: not a parameter of task kind 'random_labels'"),
     ("task parameter out of range", ("input_dim = 3", "input_dim = 3\neps_x = 2.0"),
-     "task.eps_x: task hparam 'eps_x' must be in [0, 1]"),
+     "task.eps_x: must be in [0, 1] (tokens must have norm <= 1), got 2.0"),
     ("steps not a multiple of log_every", ("steps = 4", "steps = 5"),
      "steps (5) must be a multiple of log_every (2)"),
     ("bad seeds", ("seed = 0", "seeds = 0"), "sweep.seeds: must be a positive integer"),

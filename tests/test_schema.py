@@ -71,6 +71,14 @@ def test_validate_collects_every_problem_first_problem_stops_at_one():
     assert schema.first_problem(fields, {"flag": 2, "width": -1}) == (
         "width", "must be a positive integer, got -1")
     assert schema.first_problem(fields, {"width": 2, "other": 0}) is None
+    # a traced field takes arrays of run values, but one number as a static value (a config
+    # field, one value of a spec section)
+    lr = Field("lr", 0.1, schema.number(schema.between(0.0), ">= 0"), traced=True)
+    assert lr.check_value(np.array([0.1, 0.2]))[1] is None
+    assert lr.check_static(np.array([0.1, 0.2]))[1] == "must be a number, got array([0.1, 0.2])"
+    assert lr.check_static([0.1])[1] == "must be a number, got [0.1]"
+    assert lr.check_static(1) == (1.0, None)
+    assert schema.validate([lr], {"lr": [0.1, 0.2]}) == ["lr: must be a number, got [0.1, 0.2]"]
 
 
 def test_config_fields_are_declared_once():
@@ -173,18 +181,7 @@ def test_axis_elements_and_good_values_agree_with_the_spec():
         assert schema.section_fields(section)[key].check_value(value) == (norm, None)
 
 
-def test_section_fields_match_what_a_spec_may_set():
-    spec_names = {s: set(sweep.CATALOGUE[s]) for s in ("model", "task", "train")}
-    for s in ("model", "task", "train"):
-        fs = schema.section_fields(s)
-        assert set(fs) == spec_names[s], s
-        lanes = {n for n, f in sweep.CATALOGUE[s].items() if f.lane}
-        assert {n for n, f in fs.items() if f.traced} == lanes, s
-    for s, name, values in [("model", "trainable", (["W"], [["W"], ["W", "v"]], [], "W")),
-                            ("model", "width", ([4], 4, [])), ("train", "lr", ([0.1, 0.2], 0.1))]:
-        for v in values:
-            assert schema.is_axis(schema.section_fields(s)[name], v) == \
-                sweep._is_axis(sweep.CATALOGUE[s][name], v), (name, v)
+def test_section_fields_per_kind():
     lag = schema.section_fields("task", kind="lag")
     assert {"lag", "eps_x", "label_noise", "link", "n_ref"} <= set(lag)
     assert not {"rho", "delta", "n_terms", "teacher_width"} & set(lag)
@@ -195,6 +192,156 @@ def test_section_fields_match_what_a_spec_may_set():
         schema.section_fields("trian")
     with pytest.raises(ValueError, match="did you mean 'lag'"):
         schema.section_fields("task", kind="lga")
+
+
+# every field a spec section may set, with a valid non-default value written out here (not read
+# from the code under test) and what the spec, the configs and the lanes must carry:
+# (section, name, TOML value, expected value, other entries the value needs)
+SETTABLE = [
+    ("model", "width", "5", 5, {}),
+    ("model", "input_dim", "4", 4, {"task": {"input_dim": None}}),
+    ("model", "output_dim", "2", 2, {}),
+    ("model", "activation", '"tanh"', "tanh", {}),
+    ("model", "readout", '"mean"', "mean", {}),
+    ("model", "sigma_w", "1.5", 1.5, {}),
+    ("model", "sigma_u", "0.5", 0.5, {}),
+    ("model", "sigma_b", "0.25", 0.25, {}),
+    ("model", "sigma_v", "2", 2.0, {}),
+    ("model", "trainable", '["v", "W"]', ("W", "v"), {}),
+    ("model", "recurrence", '"diagonal"', "diagonal", {}),
+    ("task", "kind", '"lag"', "lag", {}),
+    ("task", "n_train", "7", 7, {}),
+    ("task", "n_test", "5", 5, {}),
+    ("task", "length", "6", 6, {}),
+    ("task", "input_dim", "4", 4, {}),
+    ("task", "output_dim", "2", 2, {}),
+    ("task", "target", '"all"', "all", {"model": {"readout": '"all"'}}),
+    ("task", "n_terms", "2", 2, {"task": {"kind": '"concept"'}}),
+    ("task", "n_vars", "3", 3, {"task": {"kind": '"wang_nvar"', "span": "3"}}),
+    ("task", "span", "2", 2, {"task": {"kind": '"wang_nvar"'}}),
+    ("task", "link", '"tanh"', "tanh", {"task": {"kind": '"lag"'}}),
+    ("task", "state_dim", "4", 4, {"task": {"kind": '"state_space"'}}),
+    ("task", "teacher_width", "16", 16, {"task": {"kind": '"teacher"'}}),
+    ("task", "teacher_activation", '"relu"', "relu", {"task": {"kind": '"teacher"'}}),
+    ("task", "ntk_units", "64", 64, {"task": {"kind": '"ntk_teacher"'}}),
+    ("task", "n_ref", "100", 100, {"task": {"kind": '"lag"'}}),
+    ("task", "label_noise", "0.1", 0.1, {}),
+    ("task", "eps_x", "0.5", 0.5, {}),
+    ("task", "delta", "0.2", 0.2, {}),
+    ("task", "lag", "1", 1.0, {"task": {"kind": '"lag"'}}),
+    ("task", "rho", "0.5", 0.5, {"task": {"kind": '"state_space"'}}),
+    ("task", "teacher_sigma_w", "1.5", 1.5, {"task": {"kind": '"teacher"'}}),
+    ("train", "steps", "6", 6, {}),
+    ("train", "log_every", "1", 1, {}),
+    ("train", "batch_size", "2", 2, {}),
+    ("train", "optimizer", '"adam"', "adam", {}),
+    ("train", "loss", '"sum_from_2"', "sum_from_2",
+     {"model": {"readout": '"all"'}, "task": {"target": '"all"'}}),
+    ("train", "dtype", '"float64"', "float64", {}),
+    ("train", "save_params", "true", True, {}),
+    ("train", "init", '"symmetric"', "symmetric", {}),
+    ("train", "projection", "true", True, {}),
+    ("train", "linearized", "true", True, {}),
+    ("train", "kernel_stride", "1", 1, {"train": {"n_probe": "4"}}),
+    ("train", "n_probe", "8", 8, {}),
+    ("train", "matmul_precision", '"default"', "default", {}),
+    ("train", "lr", "0.3", 0.3, {}),
+    ("train", "momentum", "0.5", 0.5, {}),
+    ("train", "proj_radius", "2.0", 2.0, {}),
+]
+
+
+def _spec_setting(section, name, toml_value, extra):
+    secs = {s: dict(v) for s, v in GOOD.items()}
+    for s, kv in extra.items():
+        for k, v in kv.items():
+            if v is None:
+                del secs[s][k]
+            else:
+                secs[s][k] = v
+    secs[section][name] = toml_value
+    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items())
+                   for s, kv in secs.items())
+    return text + "[sweep]\nseed = 0\n"
+
+
+def test_the_settable_table_covers_every_spec_field():
+    for s in ("model", "task", "train"):
+        assert {n for sec, n, *_ in SETTABLE if sec == s} == set(schema.section_fields(s)), s
+        assert set(sweep.CATALOGUE[s]) == set(schema.section_fields(s)), s
+
+
+@pytest.mark.parametrize("section,name,toml_value,expected,extra", SETTABLE,
+                         ids=[f"{s}.{n}" for s, n, *_ in SETTABLE])
+def test_every_field_is_settable_from_a_spec(section, name, toml_value, expected, extra):
+    spec = sweep.parse_spec(_spec_setting(section, name, toml_value, extra), "<t>")
+    home = "task" if name in sweep.SHARED else section      # input_dim/output_dim live in [task]
+    got = spec.fixed[home][name]
+    assert got == expected and type(got) is type(expected), (got, expected)
+    cfg = sweep.build_config(spec, (), spec.fixed["model"]["width"])
+    if schema.section_fields(section)[name].traced:
+        assert sweep.fixed_lanes(spec)[name] == expected
+        assert train.default_hparams(cfg)[name] is not None      # a lane of that run
+    else:
+        owner = {"model": cfg.model, "task": cfg.task, "train": cfg}[section]
+        assert getattr(owner, name) == expected
+    # as a one-element axis (a list of lists for trainable) it is an axis with that value
+    axis_toml = f"[{toml_value}]"
+    spec = sweep.parse_spec(_spec_setting(section, name, axis_toml, extra), "<t>")
+    assert spec.axis(name).values == (expected,)
+
+
+@pytest.mark.parametrize("section,key,toml_value,message", [
+    ("model", "width", "[4, 0]", "model.width[1]: must be a positive integer, got 0"),
+    ("model", "sigma_w", "[[1.0, 2.0]]", "model.sigma_w[0]: must be a number, got [1.0, 2.0]"),
+    ("model", "trainable", '[["W"], ["W", "X"]]',
+     "model.trainable[1]: unknown group(s) ['X']; groups are ['W', 'U', 'b', 'v']"),
+    ("train", "batch_size", '[2, "half"]',
+     'train.batch_size[1]: must be a positive integer or "full", got \'half\''),
+    ("train", "optimizer", '["sgd", "adamw"]',
+     "train.optimizer[1]: must be one of ['sgd', 'momentum', 'adam'], got 'adamw' "
+     "(did you mean 'adam'?)"),
+    ("task", "eps_x", "1.5", "task.eps_x: must be in [0, 1] (tokens must have norm <= 1), got 1.5"),
+    ("task", "eps_x", "[0.5, 2.0]",
+     "task.eps_x[1]: must be in [0, 1] (tokens must have norm <= 1), got 2.0"),
+    ("task", "delta", "[0.1, 1.5]", "task.delta[1]: must be in [0, sqrt(2)], got 1.5"),
+    ("task", "label_noise", "-0.5", "task.label_noise: must be >= 0, got -0.5"),
+])
+def test_spec_messages_for_bad_values_and_axis_elements(section, key, toml_value, message):
+    with pytest.raises(sweep.SpecError) as e:
+        sweep.parse_spec(spec_with(section, key, toml_value), "<t>")
+    assert e.value.problems == [message]
+
+
+def test_task_parameters_are_checked_by_the_spec_kinds():
+    # eps_x <= 1 is a rule of random_labels (and concept), not of the wang_* kinds
+    ok = sweep.parse_spec(spec_with("task", "kind", '"wang_additive"').replace(
+        "[model]", "[model]\n").replace("n_test = 4", "n_test = 4\neps_x = 1.5"), "<t>")
+    assert ok.fixed["task"]["eps_x"] == 1.5
+    # a kind axis: each kind that has the parameter checks it and the message names the kind
+    text = spec_with("task", "kind", '["wang_additive", "random_labels"]').replace(
+        "n_test = 4", "n_test = 4\neps_x = 1.5")
+    with pytest.raises(sweep.SpecError) as e:
+        sweep.parse_spec(text, "<t>")
+    assert e.value.problems == ["task.eps_x: must be in [0, 1] (tokens must have norm <= 1), "
+                                "got 1.5 (task kind 'random_labels')"]
+    # zipped kinds count too; lag's bound without a config: an integer >= 0
+    text = spec_with("task", "n_test", "4").replace(
+        'kind = "random_labels"\n', "").replace(
+        "seed = 0", 'seed = 0\n[sweep.zip]\nkind = ["lag", "lag"]\nlag = [1, 1.5]')
+    with pytest.raises(sweep.SpecError) as e:
+        sweep.parse_spec(text, "<t>")
+    assert e.value.problems == ["sweep.zip.lag[1]: must be an integer >= 0, got 1.5"]
+
+
+def test_a_registered_task_kind_is_settable_from_a_spec(toy_kind):
+    text = spec_with("task", "kind", '"toy"').replace("n_test = 4", "n_test = 4\nscale = [0.5, 2]")
+    spec = sweep.parse_spec(text, "<t>")
+    assert spec.axis("scale").values == (0.5, 2.0)
+    assert sweep.CATALOGUE["task"]["scale"].traced
+    with pytest.raises(sweep.SpecError) as e:
+        sweep.parse_spec(text.replace("[0.5, 2]", "-1"), "<t>")
+    assert e.value.problems == ["task.scale: must be >= 0, got -1.0"]
 
 
 # ----------------------------------------------------------------------------------------------

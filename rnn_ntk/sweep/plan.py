@@ -84,8 +84,8 @@ def expand_runs(spec: Spec) -> list[Run]:
             vals.update(d)
         width = vals.get("width", spec.fixed["model"].get("width"))
         static = tuple((sec[n], n, v) for n, v in vals.items()
-                       if n in fields and not fields[n].lane and n != "width")
-        lanes = tuple((n, v) for n, v in vals.items() if n in fields and fields[n].lane)
+                       if n in fields and not fields[n].traced and n != "width")
+        lanes = tuple((n, v) for n, v in vals.items() if n in fields and fields[n].traced)
         kc = tuple(key_coord(n, vals[n]) for n in spec.key_axes)
         runs.append(Run(i, tuple(a.coord(vals[a.name]) for a in spec.axes), int(vals["seed"]),
                         int(width), static, lanes, kc))
@@ -120,7 +120,7 @@ def fixed_lanes(spec: Spec) -> dict[str, float]:
     out = {}
     for s in ("model", "task", "train"):
         for n, v in spec.fixed[s].items():
-            if CATALOGUE[s][n].lane:
+            if CATALOGUE[s][n].traced:
                 out[n] = v
     return out
 

@@ -1,29 +1,27 @@
 """Sweep specs: TOML text -> validated :class:`Spec` (every problem at once, did-you-mean).
 
-The field catalogue is derived from the config dataclasses (``RNNConfig``, ``TaskConfig``,
-``TrainConfig``) and the hyper-parameters ``train.default_hparams`` traces, so new fields are
-picked up. The validator (``_catalogue`` .. ``_check_value``) is kept together here so that it can
-be replaced as one piece. :func:`override_spec` edits the parsed mapping and writes it back as
-TOML (the text a store records).
+Each section is checked with the fields the config modules declare once (:mod:`rnn_ntk.schema`,
+``schema.section_fields``): scalars and every element of an axis go through the same
+``Field.check_static``, so a spec reports the configs' messages, all of them at once. A traced task
+parameter (``eps_x``, ``delta``, ``lag``, ...) is checked by the spec's task kind(s) that have it
+(``section_fields("task", kind=...)``); bounds that depend on the whole config (``lag`` <= length)
+are the planner's. :func:`override_spec` edits the parsed mapping and writes it back as TOML (the
+text a store records).
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
 import re
 import tomllib
-import typing
+import types
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from rnn_ntk import model as model_mod
-from rnn_ntk import tasks, train
-from rnn_ntk.model import RNNConfig
-from rnn_ntk.tasks import TaskConfig
-from rnn_ntk.train import TrainConfig
+from rnn_ntk import schema, tasks
+from rnn_ntk.schema import Field, did_you_mean
 
 __all__ = [
     "SECTIONS", "TOP_KEYS", "SWEEP_KEYS", "SHARED", "MAX_SEED", "CATALOGUE", "SpecError", "Axis",
@@ -31,21 +29,13 @@ __all__ = [
 ]
 
 SECTIONS = ("model", "task", "train", "sweep")
+CONFIG_SECTIONS = ("model", "task", "train")
 TOP_KEYS = ("name", "description", "out")
 SWEEP_KEYS = ("seed", "seeds", "pack_widths", "chunk_size", "key_axes", "zip")
-SHARED = ("input_dim", "output_dim")        # model and task fields set once
-_TRAIN_SKIP = ("model", "task", "array_width")
-_CHOICES: dict[str, Sequence[str]] = {
-    "activation": sorted(model_mod.ACTIVATIONS), "readout": model_mod.READOUTS,
-    "recurrence": model_mod.RECURRENCES, "kind": tasks.TASK_KINDS, "target": tasks.TARGETS,
-    "link": sorted(tasks.LINKS), "teacher_activation": sorted(model_mod.ACTIVATIONS),
-    "optimizer": train.OPTIMIZERS, "loss": train.LOSSES, "dtype": train.DTYPES,
-    "init": train.INITS,
-}
-_INT_MIN = {"steps": 0, "kernel_stride": 0, "span": 0, "n_ref": 2}
-_REQUIRED = {"model": ("width",), "task": ("kind", "n_train", "n_test", "length", "input_dim"),
-             "train": ("steps",)}
+SHARED = ("input_dim", "output_dim")        # model and task fields set once (kept under 'task')
 MAX_SEED = 2 ** 32
+
+Catalogue = Mapping[str, Mapping[str, Field]]   # section -> {name: schema Field}
 
 
 class SpecError(ValueError):
@@ -56,78 +46,36 @@ class SpecError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-# ---------------------------------------------------------------------------------------------
-# field catalogue (derived from the config dataclasses, so new fields are picked up)
+class _Catalogue(Mapping):
+    """section ('model', 'task', 'train') -> {name: :class:`rnn_ntk.schema.Field`} of what a spec
+    may set: ``schema.section_fields(section)`` (read-only), recomputed when the task registry
+    ``tasks.TASKS`` changes (so a kind registered later is settable). ``Field.traced``: a lane."""
+
+    def __init__(self) -> None:
+        self._memo: dict[str, tuple[tuple, Mapping[str, Field]]] = {}
+
+    def __getitem__(self, section: str) -> Mapping[str, Field]:
+        if section not in CONFIG_SECTIONS:
+            raise KeyError(section)
+        registry = tuple(tasks.TASKS.items())
+        memo = self._memo.get(section)
+        if memo is None or memo[0] != registry:
+            memo = (registry, types.MappingProxyType(schema.section_fields(section)))
+            self._memo[section] = memo
+        return memo[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(CONFIG_SECTIONS)
+
+    def __len__(self) -> int:
+        return len(CONFIG_SECTIONS)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Field:
-    section: str
-    name: str
-    kind: str          # 'int', 'float', 'str', 'bool', 'strtuple', 'int?', 'any', 'lane'
-    default: Any       # dataclasses.MISSING when required
-    lane: bool         # a traced hyperparameter (lanes inside a bucket)
+CATALOGUE: Catalogue = _Catalogue()
 
 
-def _type_kind(hint: Any) -> str:
-    if hint is bool:
-        return "bool"
-    if hint is int:
-        return "int"
-    if hint is float:
-        return "float"
-    if hint is str:
-        return "str"
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple and args and args[0] is str:
-        return "strtuple"
-    if args and set(args) == {int, type(None)}:
-        return "int?"
-    return "any"
-
-
-def _probe_task(kind: str) -> TaskConfig | None:
-    try:
-        return TaskConfig(kind, n_train=2, n_test=2, length=4, input_dim=4)
-    except model_mod.ConfigError:
-        return None
-
-
-def _catalogue() -> dict[str, dict[str, _Field]]:
-    cat: dict[str, dict[str, _Field]] = {s: {} for s in ("model", "task", "train")}
-    for section, cls, skip in (("model", RNNConfig, ()), ("task", TaskConfig, ()),
-                               ("train", TrainConfig, _TRAIN_SKIP)):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.name in skip:
-                continue
-            cat[section][f.name] = _Field(section, f.name, _type_kind(hints[f.name]), f.default,
-                                          False)
-    task_hp: list[str] = []
-    for kind in tasks.TASK_KINDS:
-        t = _probe_task(kind)
-        if t is not None:
-            task_hp += [k for k in tasks.default_task_hparams(t) if k not in task_hp]
-    probe = TrainConfig(RNNConfig(width=4, input_dim=4), _probe_task("random_labels"), steps=0)
-    probe_hp = train.default_hparams(probe)
-    for name in probe_hp:
-        if name in cat["model"]:
-            cat["model"][name] = dataclasses.replace(cat["model"][name], lane=name != "width")
-        elif name in task_hp:
-            cat["task"][name] = _Field("task", name, "float", None, True)
-        else:
-            # lr, momentum, proj_radius: defaults do not depend on the config
-            cat["train"][name] = _Field("train", name, "float", float(probe_hp[name]), True)
-    for name in task_hp:
-        cat["task"].setdefault(name, _Field("task", name, "float", None, True))
-    return cat
-
-
-CATALOGUE = _catalogue()
-
-
-def _section_of(name: str) -> list[str]:
-    return [s for s, fields in CATALOGUE.items() if name in fields]
+def _sections_of(cat: Catalogue, name: str) -> list[str]:
+    return [s for s in CONFIG_SECTIONS if name in cat[s]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,87 +148,42 @@ class Spec:
         raise KeyError(name)
 
 
-def _did_you_mean(key: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+# ---------------------------------------------------------------------------------------------
+# value checks (the schema's fields)
 
 
-def _fmt(v: Any) -> str:
-    return repr(v)
+def _kind_fields(given: Mapping[tuple[str, str], Any], zipped: Mapping[tuple[str, str], Any]
+                 ) -> dict[str, dict[str, Field]]:
+    """The [task] fields of each valid task kind the spec names (scalar, axis or zipped)."""
+    raw = given.get(("task", "kind"), zipped.get(("task", "kind"), (None,))[0])
+    kinds = raw if isinstance(raw, list) else [raw]
+    return {k: schema.section_fields("task", kind=k)
+            for k in kinds if isinstance(k, str) and k in tasks.TASKS}
 
 
-def _check_value(f: _Field, v: Any, where: str) -> tuple[Any, str | None]:
-    """Check one scalar value of a field; returns (normalised value, problem or None)."""
-    kind, name = f.kind, f.name
-    isnum = isinstance(v, (int, float)) and not isinstance(v, bool)
-    if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, int):
-            return v, f"{where}: must be an integer, got {_fmt(v)}"
-        lo = _INT_MIN.get(name, 1)
-        if v < lo:
-            what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
-            return v, f"{where}: must be {what}, got {v}"
-        return v, None
-    if kind == "int?":
-        if isinstance(v, str) and v.lower() in ("full", "none"):
-            return None, None
-        if isinstance(v, bool) or not isinstance(v, int):
-            return v, f"{where}: must be a positive integer or \"full\", got {_fmt(v)}"
-        if v < 1:
-            return v, f"{where}: must be a positive integer or \"full\", got {v}"
-        return v, None
-    if kind == "bool":
-        if not isinstance(v, bool):
-            return v, f"{where}: must be true or false, got {_fmt(v)}"
-        return v, None
-    if kind == "str":
-        if not isinstance(v, str):
-            return v, f"{where}: must be a string, got {_fmt(v)}"
-        choices = _CHOICES.get(name)
-        if choices is not None and v not in choices:
-            return v, f"{where}: must be one of {list(choices)}, got {v!r}{_did_you_mean(v, choices)}"
-        return v, None
-    if kind == "strtuple":
-        if isinstance(v, str):
-            v = list(v) if set(v) <= set(model_mod.GROUPS) and v else [v]
-        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-            return v, f"{where}: must be a list of strings, got {_fmt(v)}"
-        if name == "trainable":
-            if not v:
-                return tuple(v), f"{where}: must name at least one of {list(model_mod.GROUPS)}"
-            bad = [s for s in v if s not in model_mod.GROUPS]
-            if bad:
-                return tuple(v), f"{where}: unknown group(s) {bad}; groups are {list(model_mod.GROUPS)}"
-            if len(set(v)) != len(v):
-                return tuple(v), f"{where}: repeated groups {v}"
-            return tuple(g for g in model_mod.GROUPS if g in v), None
-        return tuple(v), None
-    if kind in ("float", "lane") or f.lane:
-        if name == "width":
-            return _check_value(dataclasses.replace(f, kind="int"), v, where)
-        if not isnum:
-            return v, f"{where}: must be a number, got {_fmt(v)}"
-        v = float(v)
-        if name == "lr":
-            if not math.isfinite(v) or v <= 0:
-                return v, f"{where}: learning rate must be finite and > 0, got {v}"
-        elif name == "proj_radius":
-            if math.isnan(v) or v <= 0:
-                return v, f"{where}: must be > 0 (inf = no projection), got {v}"
-        elif not math.isfinite(v):
-            return v, f"{where}: must be finite, got {v}"
-        elif name == "momentum" and not 0 <= v < 1:
-            return v, f"{where}: must be in [0, 1), got {v}"
-        elif name.startswith("sigma_") and v < 0:
-            return v, f"{where}: must be >= 0, got {v}"
-        return v, None
-    return v, None
+def _checks(cat: Catalogue, kind_fields: Mapping[str, Mapping[str, Field]], s: str, name: str
+            ) -> list[tuple[Field, str]]:
+    """(field, label) checking one spec value: the section's field; a traced task parameter is
+    checked by each of the spec's task kinds that has it (named when the spec has several)."""
+    f = cat[s][name]
+    if s != "task" or not f.traced:
+        return [(f, "")]
+    label = len(kind_fields) > 1
+    own = [(fs[name], f" (task kind {k!r})" if label else "")
+           for k, fs in kind_fields.items() if name in fs]
+    return own or [(f, "")]     # a parameter of none of the spec's kinds: the planner says so
 
 
-def _is_axis(f: _Field, v: Any) -> bool:
-    if f.kind == "strtuple":
-        return isinstance(v, list) and bool(v) and all(isinstance(e, list) for e in v)
-    return isinstance(v, list)
+def _checked(checks: Sequence[tuple[Field, str]], v: Any, where: str, problems: list[str]) -> Any:
+    """One value checked (``where: problem`` on failure); returns it normalised."""
+    out = v
+    for i, (f, label) in enumerate(checks):
+        v2, p = f.check_static(v)
+        if p is not None:
+            problems.append(f"{where}: {p}{label}")
+            return v
+        out = v2 if i == 0 else out
+    return out
 
 
 def coord_value(v: Any) -> Any:
@@ -311,33 +214,43 @@ def jsonable(v: Any) -> Any:
     return v
 
 
-def _parse_zips(zraw: Any, problems: list[str]
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+
+def _zip_tables(zraw: Any, problems: list[str]) -> list[dict]:
+    """[sweep.zip] as a list of tables (one per zip group)."""
+    if isinstance(zraw, dict):
+        return [zraw]
+    if isinstance(zraw, list) and all(isinstance(z, dict) for z in zraw):
+        return list(zraw)
+    if zraw is not None:
+        problems.append("sweep.zip: must be a table [sweep.zip] or tables [[sweep.zip]]")
+    return []
+
+
+def _parse_zips(zraw: Any, cat: Catalogue, problems: list[str]
                 ) -> tuple[dict[tuple[str, str], tuple[list, int]], int]:
     """The [sweep.zip] table(s): (section, name) -> (values, group index), and the group count."""
-    zip_tables: list[dict] = []
-    if isinstance(zraw, dict):
-        zip_tables = [zraw]
-    elif isinstance(zraw, list) and all(isinstance(z, dict) for z in zraw):
-        zip_tables = list(zraw)
-    elif zraw is not None:
-        problems.append("sweep.zip: must be a table [sweep.zip] or tables [[sweep.zip]]")
+    zip_tables = _zip_tables(zraw, problems)
     zipped: dict[tuple[str, str], tuple[list, int]] = {}
     for gi, zt in enumerate(zip_tables):
         where0 = "sweep.zip" if len(zip_tables) == 1 else f"sweep.zip[{gi}]"
         lengths = {}
         flat: dict[str, Any] = {}
         for key, v in zt.items():  # model.width = [...] parses as a nested table
-            if key in CATALOGUE and isinstance(v, dict):
+            if key in CONFIG_SECTIONS and isinstance(v, dict):
                 flat.update({f"{key}.{k}": e for k, e in v.items()})
             else:
                 flat[key] = v
         for key, v in flat.items():
             sec, _, name = key.rpartition(".")
-            secs = [sec] if sec else _section_of(name)
-            secs = [s for s in secs if s in CATALOGUE and name in CATALOGUE[s]]
+            secs = [sec] if sec else _sections_of(cat, name)
+            secs = [s for s in secs if s in CONFIG_SECTIONS and name in cat[s]]
             if not secs:
-                opts = [n for s in CATALOGUE.values() for n in s]
-                problems.append(f"{where0}.{key}: unknown key{_did_you_mean(name, opts)}")
+                opts = [n for s in CONFIG_SECTIONS for n in cat[s]]
+                problems.append(f"{where0}.{key}: unknown key{did_you_mean(name, opts)}")
                 continue
             if name in SHARED and not sec:
                 secs = ["task"]
@@ -346,8 +259,8 @@ def _parse_zips(zraw: Any, problems: list[str]
                 problems.append(f"{where0}.{key}: ambiguous; write {secs[0]}.{name} or "
                                 f"{secs[1]}.{name}")
                 continue
-            f = CATALOGUE[s][name]
-            if not isinstance(v, list) or (f.kind == "strtuple" and not _is_axis(f, v) and v):
+            f = cat[s][name]
+            if not isinstance(v, list) or (f.sequence and not schema.is_axis(f, v) and v):
                 problems.append(f"{where0}.{key}: must be a list of values (one per zipped run)")
                 continue
             if not v:
@@ -373,7 +286,7 @@ def _parse_seeds(sw: Mapping[str, Any], problems: list[str]) -> list[int]:
         n = sw["seeds"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             problems.append(f"sweep.seeds: must be a positive integer (the number of seeds), "
-                            f"got {_fmt(n)}")
+                            f"got {n!r}")
         else:
             seeds = list(range(n))
     else:
@@ -383,15 +296,13 @@ def _parse_seeds(sw: Mapping[str, Any], problems: list[str]) -> list[int]:
             problems.append("sweep.seed: empty axis (give at least one value)")
         for e in lst:
             if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < MAX_SEED:
-                problems.append(f"sweep.seed: seeds must be integers in [0, 2**32), got {_fmt(e)}")
+                problems.append(f"sweep.seed: seeds must be integers in [0, 2**32), got {e!r}")
                 break
         else:
             seeds = list(lst)
             if len(set(seeds)) != len(seeds):
                 problems.append(f"sweep.seed: repeated values in axis {seeds}")
     return seeds
-
-
 
 
 def _load_toml(text: str, source: str) -> dict[str, Any]:
@@ -401,40 +312,41 @@ def _load_toml(text: str, source: str) -> dict[str, Any]:
         raise SpecError([f"{source}: invalid TOML: {e}"]) from None
 
 
-def _check_top(raw: Mapping[str, Any], problems: list[str]
+def _check_top(raw: Mapping[str, Any], cat: Catalogue, problems: list[str]
                ) -> tuple[dict[str, str | None], dict[str, dict]]:
     """Top-level keys and section types: (name/description/out -> str or None, section -> table)."""
     for key in raw:
         if key in SECTIONS or key in TOP_KEYS:
             continue
-        hint = _did_you_mean(key, SECTIONS + TOP_KEYS)
-        secs = _section_of(key)
+        hint = did_you_mean(key, SECTIONS + TOP_KEYS)
+        secs = _sections_of(cat, key)
         if secs and not hint:
             hint = f"; {key!r} belongs in [{secs[0]}]"
         problems.append(f"{key}: unknown top-level key{hint}")
     meta = {}
     for key in TOP_KEYS:
         if key in raw and not isinstance(raw[key], str):
-            problems.append(f"{key}: must be a string, got {_fmt(raw[key])}")
+            problems.append(f"{key}: must be a string, got {raw[key]!r}")
         meta[key] = raw.get(key) if isinstance(raw.get(key), str) else None
     for s in SECTIONS:
         if s in raw and not isinstance(raw[s], dict):
-            problems.append(f"{s}: must be a table ([{s}]), got {_fmt(raw[s])}")
+            problems.append(f"{s}: must be a table ([{s}]), got {raw[s]!r}")
     sec_raw = {s: raw.get(s, {}) if isinstance(raw.get(s, {}), dict) else {} for s in SECTIONS}
     return meta, sec_raw
 
 
-def _given_values(sec_raw: Mapping[str, dict], problems: list[str]) -> dict[tuple[str, str], Any]:
+def _given_values(sec_raw: Mapping[str, dict], cat: Catalogue, problems: list[str]
+                  ) -> dict[tuple[str, str], Any]:
     """The values given in [model], [task], [train]: (section, name) -> raw value; unknown keys
-    of those sections and of [sweep] are problems."""
+    of those sections and of [sweep] are problems (did you mean, or the section they belong in)."""
     given: dict[tuple[str, str], Any] = {}
-    for s in ("model", "task", "train"):
+    for s in CONFIG_SECTIONS:
         for key, v in sec_raw[s].items():
-            if key in CATALOGUE[s]:
+            if key in cat[s]:
                 given[(s, key)] = v
                 continue
-            secs = [o for o in _section_of(key) if o != s]
-            hint = _did_you_mean(key, CATALOGUE[s])
+            secs = [o for o in _sections_of(cat, key) if o != s]
+            hint = did_you_mean(key, cat[s])
             if not hint and secs:
                 hint = f"; {key!r} belongs in [{secs[0]}]"
             elif not hint and key in SWEEP_KEYS:
@@ -442,12 +354,13 @@ def _given_values(sec_raw: Mapping[str, dict], problems: list[str]) -> dict[tupl
             problems.append(f"{s}.{key}: unknown key{hint}")
     for key in sec_raw["sweep"]:
         if key not in SWEEP_KEYS:
-            secs = _section_of(key)
-            hint = _did_you_mean(key, SWEEP_KEYS)
+            secs = _sections_of(cat, key)
+            hint = did_you_mean(key, SWEEP_KEYS)
             if not hint and secs:
                 hint = f"; {key!r} belongs in [{secs[0]}] (a list there makes it an axis)"
             problems.append(f"sweep.{key}: unknown key{hint}")
     return given
+
 
 
 def _merge_shared(given: dict[tuple[str, str], Any], zipped: dict[tuple[str, str], Any],
@@ -466,78 +379,79 @@ def _merge_shared(given: dict[tuple[str, str], Any], zipped: dict[tuple[str, str
             problems.append(f"{s}.{name}: set in [{s}] and in [sweep.zip]; set it in one place")
 
 
-def _check_values(f: _Field, values: Sequence[Any], where: str, problems: list[str]) -> tuple:
-    """Check every value of an axis (``where[i]`` names each); returns the normalised values."""
-    out = []
-    for i, e in enumerate(values):
-        e2, p = _check_value(f, e, f"{where}[{i}]")
-        if p:
-            problems.append(p)
-        out.append(e2)
-    return tuple(out)
-
 
 def _parse_values(given: Mapping[tuple[str, str], Any], zipped: Mapping[tuple[str, str], Any],
-                  problems: list[str]) -> tuple[dict[str, dict[str, Any]], list[Axis]]:
-    """Scalars and axes: (section -> {name: checked scalar}, axes in given then zipped order)."""
-    fixed: dict[str, dict[str, Any]] = {"model": {}, "task": {}, "train": {}}
+                  cat: Catalogue, problems: list[str]
+                  ) -> tuple[dict[str, dict[str, Any]], list[Axis]]:
+    """Scalars and axes, every value checked by its schema field (each element of an axis,
+    ``where[i]``): (section -> {name: normalised scalar}, axes in given then zipped order)."""
+    kind_fields = _kind_fields(given, zipped)
+    fixed: dict[str, dict[str, Any]] = {s: {} for s in CONFIG_SECTIONS}
     axes: list[Axis] = []
+
+    def values(s: str, name: str, vs: Sequence[Any], where: str) -> tuple:
+        checks = _checks(cat, kind_fields, s, name)
+        return tuple(_checked(checks, e, f"{where}[{i}]", problems) for i, e in enumerate(vs))
+
     for (s, name), v in given.items():
-        f = CATALOGUE[s][name]
         where = f"{s}.{name}"
-        if not _is_axis(f, v):
-            v2, p = _check_value(f, v, where)
-            if p:
-                problems.append(p)
-            fixed[s][name] = v2
+        if not schema.is_axis(cat[s][name], v):
+            fixed[s][name] = _checked(_checks(cat, kind_fields, s, name), v, where, problems)
         elif not v:
             problems.append(f"{where}: empty axis (give at least one value)")
         else:
-            axes.append(Axis(s, name, _check_values(f, v, where, problems)))
+            axes.append(Axis(s, name, values(s, name, v, where)))
     for (s, name), (v, gi) in zipped.items():
-        vals = _check_values(CATALOGUE[s][name], v, f"sweep.zip.{name}", problems)
-        axes.append(Axis(s, name, vals, gi))
+        axes.append(Axis(s, name, values(s, name, v, f"sweep.zip.{name}"), gi))
     return fixed, axes
+
+
+
+
+def _coords(a: Axis) -> list | None:
+    """The coordinates of an axis' values; None if one is a list or table (a bad value, already
+    reported), which has no coordinate."""
+    cs = [coord_value(x) for x in a.values]
+    return None if any(isinstance(c, (list, dict)) for c in cs) else cs
 
 
 def _check_axes(axes: Sequence[Axis], n_zip: int, problems: list[str]) -> None:
     """Repeated values in an axis, axis names set twice, repeated combinations of a zip group."""
+    coords = {id(a): _coords(a) for a in axes}
     for a in axes:
-        if a.group is None and len({coord_value(x) for x in a.values}) != len(a.values):
+        cs = coords[id(a)]
+        if a.group is None and cs is not None and len(set(cs)) != len(cs):
             problems.append(f"{a.section}.{a.name}: repeated values in axis {list(a.values)}")
     names = [a.name for a in axes]
     for n in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{n}: set in more than one section; axis names must be unique")
     for gi in range(n_zip):
-        members = [a for a in axes if a.group == gi]
-        if members and all(len(a.values) == len(members[0].values) for a in members):
-            combos = list(zip(*[[coord_value(x) for x in a.values] for a in members]))
+        members = [coords[id(a)] for a in axes if a.group == gi]
+        if members and all(cs is not None and len(cs) == len(members[0]) for cs in members):
+            combos = list(zip(*members))
             if len(set(combos)) != len(combos):
                 dup = sorted({c for c in combos if combos.count(c) > 1})
                 problems.append(f"sweep.zip: repeated combinations {dup}")
 
 
-def _fill_defaults(fixed: dict[str, dict[str, Any]], axes: Sequence[Axis],
+
+def _fill_defaults(fixed: dict[str, dict[str, Any]], axes: Sequence[Axis], cat: Catalogue,
                    problems: list[str]) -> None:
-    """Required fields (problems when missing) and defaults of the rest (into ``fixed``)."""
+    """Required fields (problems when missing) and defaults of the rest (into ``fixed``). Shared
+    fields live under 'task'; traced task parameters' defaults depend on the config (the
+    planner's); ``task.target`` follows the readout unless given."""
     axis_keys = {(a.section, a.name) for a in axes}
-    for s, req in _REQUIRED.items():
-        for name in req:
-            if name in SHARED:
-                if ("task", name) not in axis_keys and name not in fixed["task"]:
-                    problems.append(f"task.{name}: required (set it in [task] or [model])")
-            elif (s, name) not in axis_keys and name not in fixed[s]:
-                problems.append(f"{s}.{name}: required")
-    for s in ("model", "task", "train"):
-        for name, f in CATALOGUE[s].items():
-            if ((s, name) in axis_keys or name in fixed[s] or f.default is dataclasses.MISSING
-                    or f.default is None and f.lane):
+    for s in CONFIG_SECTIONS:
+        for name, f in cat[s].items():
+            if (s, name) in axis_keys or name in fixed[s] or s == "model" and name in SHARED:
                 continue
-            if s == "model" and name in SHARED:
-                continue
-            if s == "task" and name == "target":
-                continue  # follows the readout unless given
-            fixed[s][name] = f.default
+            if f.required:
+                where = " (set it in [task] or [model])" if name in SHARED else ""
+                problems.append(f"{s}.{name}: required{where}")
+            elif not (s == "task" and (f.traced or name == "target")):
+                fixed[s][name] = f.default
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -554,20 +468,20 @@ def _parse_sweep_options(sw: Mapping[str, Any], names: Sequence[str], problems: 
     seeds = _parse_seeds(sw, problems)
     pack = sw.get("pack_widths", "auto")
     if pack not in ("auto", True, False) or (isinstance(pack, int) and not isinstance(pack, bool)):
-        problems.append(f"sweep.pack_widths: must be \"auto\", true or false, got {_fmt(pack)}")
+        problems.append(f"sweep.pack_widths: must be \"auto\", true or false, got {pack!r}")
     chunk_size = sw.get("chunk_size")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         problems.append(f"sweep.chunk_size: must be a positive integer (lanes per chunk), "
-                        f"got {_fmt(chunk_size)}")
+                        f"got {chunk_size!r}")
         chunk_size = None
     key_axes = sw.get("key_axes", [])
     if not isinstance(key_axes, list) or not all(isinstance(k, str) for k in key_axes):
-        problems.append(f"sweep.key_axes: must be a list of axis names, got {_fmt(key_axes)}")
+        problems.append(f"sweep.key_axes: must be a list of axis names, got {key_axes!r}")
         key_axes = []
     for k in key_axes:
         if k not in names:
-            problems.append(f"sweep.key_axes: {k!r} is not a sweep axis{_did_you_mean(k, names)}")
+            problems.append(f"sweep.key_axes: {k!r} is not a sweep axis{did_you_mean(k, names)}")
     return _SweepOptions(seeds, pack, chunk_size, list(key_axes))
 
 
@@ -585,7 +499,7 @@ def _order_axes(axes: list[Axis], sec_raw: Mapping[str, dict], seeds: list[int])
 def _resolve(fixed: Mapping[str, dict], axes: Sequence[Axis], opts: _SweepOptions, n_zip: int
              ) -> dict[str, Any]:
     """The JSON-able resolved spec (what a resumed store compares)."""
-    resolved: dict[str, Any] = {s: dict(fixed[s]) for s in ("model", "task", "train")}
+    resolved: dict[str, Any] = {s: dict(fixed[s]) for s in CONFIG_SECTIONS}
     for a in axes:
         if a.group is None and a.section in resolved:
             resolved[a.section][a.name] = list(a.values)
@@ -594,6 +508,7 @@ def _resolve(fixed: Mapping[str, dict], axes: Sequence[Axis], opts: _SweepOption
                          "zip": [{a.name: list(a.values) for a in axes if a.group == gi}
                                  for gi in range(n_zip)]}
     return jsonable(resolved)
+
 
 
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
@@ -611,14 +526,15 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     """
     raw = _load_toml(text, source)
     problems: list[str] = []
-    meta, sec_raw = _check_top(raw, problems)
-    given = _given_values(sec_raw, problems)
+    cat = {s: CATALOGUE[s] for s in CONFIG_SECTIONS}
+    meta, sec_raw = _check_top(raw, cat, problems)
+    given = _given_values(sec_raw, cat, problems)
     sw = sec_raw["sweep"]
-    zipped, n_zip = _parse_zips(sw.get("zip"), problems)
+    zipped, n_zip = _parse_zips(sw.get("zip"), cat, problems)
     _merge_shared(given, zipped, problems)
-    fixed, axes = _parse_values(given, zipped, problems)
+    fixed, axes = _parse_values(given, zipped, cat, problems)
     _check_axes(axes, n_zip, problems)
-    _fill_defaults(fixed, axes, problems)
+    _fill_defaults(fixed, axes, cat, problems)
     opts = _parse_sweep_options(sw, [a.name for a in axes], problems)
     if problems:
         raise SpecError(problems)
@@ -660,8 +576,6 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(e)}" for k, e in v.items()) + "}"
     raise SpecError([f"override value {v!r}: not a TOML scalar or list"])
-
-
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
