@@ -31,7 +31,8 @@ time is vectorised over its pairs ('last': the last min(T1, T2) end-aligned step
 (block, block) arrays; 'all' / 'mean': over t, carrying (block, block, T2) rows of the grid).
 Memory is the outputs plus one tile. For x2=None only tiles on and above the diagonal are
 computed and mirrored, so the Gram matrices are exactly symmetric. Activations without a closed
-form cost order^2 (2304 by default) phi evaluations per V-transform, ~1000 times relu.
+form cost order^2 (16384 by default) phi and exp evaluations per V-transform, several thousand
+times relu; their accuracy contract is in :mod:`rnn_ntk.kernels.vtransforms`.
 """
 from __future__ import annotations
 
