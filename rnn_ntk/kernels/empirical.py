@@ -145,7 +145,10 @@ def _structured_stacks(cfg: RNNConfig, params: Params, x: Array, lengths: Array,
         q = math.prod(shape)
         eye = jnp.eye(q, dtype=dtype).reshape((q,) + shape)
         cots = jnp.broadcast_to(eye[:, None], (q, n) + shape)
-        D = jax.vmap(vjp_fn)(cots)[0]                               # (q, n, T, M)
+        if q == 1:                  # a single cotangent: no vmap (a batch-1 dot is slower)
+            D = vjp_fn(cots[0])[0][None]                            # (1, n, T, M)
+        else:
+            D = jax.vmap(vjp_fn)(cots)[0]                           # (q, n, T, M)
         if cfg.readout == "all":
             D = D.reshape(T, k, n, T, M).transpose(2, 0, 3, 1, 4)    # (n, T_s, T_t, k, M)
         else:
