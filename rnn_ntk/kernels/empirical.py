@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_ntk.kernels.inputs import check_batches
 from rnn_ntk.model import (GROUPS, Params, RNNConfig, Scales, apply, forward, hidden_states,
                            initial_state, readout)
 from rnn_ntk.precision import highest_precision
@@ -69,35 +70,6 @@ _HI = jax.lax.Precision.HIGHEST
 
 # ----------------------------------------------------------------------------------------------
 # validation
-
-
-def _is_concrete(a: Any) -> bool:
-    return not isinstance(a, jax.core.Tracer)
-
-
-def _check_lengths(name: str, lengths: Any, n: int, T: int) -> Array:
-    if lengths is None:
-        return jnp.full((n,), T, dtype=jnp.int32)
-    shape = np.shape(lengths)
-    if shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) (one length per sequence), got {shape}")
-    if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
-        raise ValueError(f"{name} must be integers, got dtype {jnp.result_type(lengths)}")
-    if _is_concrete(lengths):
-        arr = np.asarray(lengths)
-        if n and (arr.min() < 1 or arr.max() > T):
-            raise ValueError(f"{name} must lie in [1, {T}], got values in [{arr.min()}, {arr.max()}]")
-    return jnp.asarray(lengths).astype(jnp.int32)
-
-
-def _check_x(name: str, x: Any, cfg: RNNConfig) -> None:
-    shape = np.shape(x)
-    if len(shape) != 3:
-        raise ValueError(f"{name} must have shape (n, T, d), got {shape}")
-    if shape[2] != cfg.input_dim:
-        raise ValueError(f"{name} has token dimension {shape[2]}, but cfg.input_dim is {cfg.input_dim}")
-    if shape[0] < 1 or shape[1] < 1:
-        raise ValueError(f"{name} must have at least one sequence and one step, got shape {shape}")
 
 
 def _check_params(cfg: RNNConfig, params: Params) -> tuple[int | None, int]:
@@ -125,17 +97,7 @@ def _check_common(cfg: Any, params: Params, x1: Any, x2: Any, lengths1: Any, len
     if not isinstance(cfg, RNNConfig):
         raise ValueError(f"cfg must be an RNNConfig, got {type(cfg).__name__}")
     n_seeds, M = _check_params(cfg, params)
-    _check_x("x1", x1, cfg)
-    n1, T1, _ = np.shape(x1)
-    l1 = _check_lengths("lengths1", lengths1, n1, T1)
-    if x2 is None:
-        if lengths2 is not None:
-            raise ValueError("lengths2 given without x2")
-        l2 = None
-    else:
-        _check_x("x2", x2, cfg)
-        n2, T2, _ = np.shape(x2)
-        l2 = _check_lengths("lengths2", lengths2, n2, T2)
+    _, _, l1, _, _, l2 = check_batches(x1, x2, lengths1, lengths2, cfg.input_dim)
     if scales is not None and not isinstance(scales, Scales):
         raise ValueError(f"scales must be an rnn_ntk.Scales or None, got {type(scales).__name__}")
     dtype = jnp.result_type(params["b"])
@@ -187,7 +149,10 @@ def _structured_stacks(cfg: RNNConfig, params: Params, x: Array, lengths: Array,
         q = math.prod(shape)
         eye = jnp.eye(q, dtype=dtype).reshape((q,) + shape)
         cots = jnp.broadcast_to(eye[:, None], (q, n) + shape)
-        D = jax.vmap(vjp_fn)(cots)[0]                               # (q, n, T, M)
+        if q == 1:                  # a single cotangent: no vmap (a batch-1 dot is slower)
+            D = vjp_fn(cots[0])[0][None]                            # (1, n, T, M)
+        else:
+            D = jax.vmap(vjp_fn)(cots)[0]                           # (q, n, T, M)
         if cfg.readout == "all":
             D = D.reshape(T, k, n, T, M).transpose(2, 0, 3, 1, 4)    # (n, T_s, T_t, k, M)
         else:

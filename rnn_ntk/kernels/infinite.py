@@ -45,7 +45,8 @@ time is vectorised over its pairs ('last': the last min(T1, T2) end-aligned step
 (block, block) arrays; 'all' / 'mean': over t, carrying (block, block, T2) rows of the grid).
 Memory is the outputs plus one tile. For x2=None only tiles on and above the diagonal are
 computed and mirrored, so the Gram matrices are exactly symmetric. Activations without a closed
-form cost order^2 (2304 by default) phi evaluations per V-transform, ~1000 times relu.
+form cost order^2 (16384 by default) phi and exp evaluations per V-transform, several thousand
+times relu; their accuracy contract is in :mod:`rnn_ntk.kernels.vtransforms`.
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_ntk.kernels.inputs import check_batches
 from rnn_ntk.kernels.vtransforms import DEFAULT_ORDER, get_vtransform, quadrature_cost
 from rnn_ntk.model import RNNConfig
 from rnn_ntk.precision import highest_precision
@@ -73,31 +75,6 @@ _TILE_ELEMS = {"cpu": {"last": 1 << 14, "grid": 1 << 16, "quadrature": 1 << 20},
 
 def _float_dtype() -> Any:
     return jax.dtypes.canonicalize_dtype(jnp.float64)
-
-
-def _check_x(name: str, x: Any, d: int) -> np.ndarray | Array:
-    shape = np.shape(x)
-    if len(shape) != 3:
-        raise ValueError(f"{name} must have shape (n, T, d), got shape {shape}")
-    if shape[0] < 1 or shape[1] < 1:
-        raise ValueError(f"{name} must have n >= 1 sequences of T >= 1 steps, got shape {shape}")
-    if shape[2] != d:
-        raise ValueError(f"{name} has token dimension {shape[2]}, but cfg.input_dim is {d}")
-    return x
-
-
-def _check_lengths(name: str, lengths: Any, n: int, T: int) -> np.ndarray:
-    if lengths is None:
-        return np.full((n,), T, dtype=np.int32)
-    arr = np.asarray(lengths)
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind != "f" or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
-    if n and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"{name} must lie in [1, {T}], got values in [{arr.min()}, {arr.max()}]")
-    return arr.astype(np.int32)
 
 
 def _scalars(cfg: RNNConfig, dtype: Any) -> dict[str, Array]:
@@ -368,18 +345,9 @@ def infinite_kernels(cfg: RNNConfig, x1: Any, x2: Any = None, *, lengths1: Any =
     n_order = DEFAULT_ORDER if order is None else order
     get_vtransform(cfg.activation, n_order)          # validates the order
     d = cfg.input_dim
-    _check_x("x1", x1, d)
-    n1, T1, _ = np.shape(x1)
-    lens1 = _check_lengths("lengths1", lengths1, n1, T1)
+    n1, T1, lens1, n2, T2, lens2 = check_batches(x1, x2, lengths1, lengths2, d)
+    lens1, lens2 = np.asarray(lens1), np.asarray(lens2)
     symmetric = x2 is None
-    if symmetric:
-        if lengths2 is not None:
-            raise ValueError("lengths2 was given without x2 (x2=None uses x1 and lengths1)")
-        n2, T2, lens2 = n1, T1, lens1
-    else:
-        _check_x("x2", x2, d)
-        n2, T2, _ = np.shape(x2)
-        lens2 = _check_lengths("lengths2", lengths2, n2, T2)
 
     dtype = _float_dtype()
     mem_factor = quadrature_cost(cfg.activation, n_order)

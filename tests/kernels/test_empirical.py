@@ -240,7 +240,7 @@ def test_bad_input_errors():
         empirical_ntk(cfg, params, x1, lengths1=np.array([1, 2]))
     with pytest.raises(ValueError, match="lengths1 must lie"):
         empirical_ntk(cfg, params, x1, lengths1=np.array([1, 2, 5, 1]))
-    with pytest.raises(ValueError, match="lengths2 given without x2"):
+    with pytest.raises(ValueError, match="lengths2 was given without x2"):
         empirical_nngp(cfg, params, x1, lengths2=LEN2)
     with pytest.raises(ValueError, match="block_size"):
         empirical_ntk(cfg, params, x1, block_size=0)
