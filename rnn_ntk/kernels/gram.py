@@ -45,6 +45,7 @@ import numpy as np
 from rnn_ntk import store as store_mod
 from rnn_ntk.kernels.empirical import empirical_nngp, empirical_ntk
 from rnn_ntk.kernels.infinite import infinite_kernels
+from rnn_ntk.kernels.inputs import check_lengths, check_x
 from rnn_ntk.model import RNNConfig
 
 __all__ = ["gram", "load_gram", "StoredGram", "GramBlocks", "plan_blocks", "KINDS", "METHODS",
@@ -131,11 +132,9 @@ def _params_digest(params: Any) -> str | None:
 
 
 def _check_x(name: str, x: Any, d: int) -> np.ndarray:
+    """:func:`rnn_ntk.kernels.inputs.check_x`, and (the store hashes the values) real, finite."""
+    check_x(name, x, d)
     arr = np.asarray(x)
-    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (n, T, d) with n, T >= 1, got {arr.shape}")
-    if arr.shape[2] != d:
-        raise ValueError(f"{name} has token dimension {arr.shape[2]}, but cfg.input_dim is {d}")
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if not np.all(np.isfinite(arr)):
@@ -144,16 +143,8 @@ def _check_x(name: str, x: Any, d: int) -> np.ndarray:
 
 
 def _check_lengths(name: str, lengths: Any, n: int, T: int) -> np.ndarray | None:
-    if lengths is None:
-        return None
-    arr = np.asarray(lengths)
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
-    if arr.min() < 1 or arr.max() > T:
-        raise ValueError(f"{name} must lie in [1, {T}], got values in [{arr.min()}, {arr.max()}]")
-    return arr.astype(np.int32)
+    """None, or :func:`rnn_ntk.kernels.inputs.check_lengths` (integer dtype, values in [1, T])."""
+    return None if lengths is None else check_lengths(name, lengths, n, T)
 
 
 @dataclasses.dataclass(frozen=True)
