@@ -88,6 +88,16 @@ def _max_memory(args: argparse.Namespace) -> tuple[bool, int | None]:
         return False, None
 
 
+def _spec_and_budget(args: argparse.Namespace):
+    """(spec, max_memory bytes or None) from ``args.file`` and ``--max-memory``; None after
+    printing the problems (exit 2)."""
+    spec = _load_spec(args.file)
+    if spec is None:
+        return None
+    ok, mm = _max_memory(args)
+    return (spec, mm) if ok else None
+
+
 def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool) -> int:
     """Plan (exit 2 if invalid, nothing written), take the out dir's writer lock (exit 1 if
     another writer holds it), open the store and run the chunks under a tqdm bar of training
@@ -168,12 +178,10 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    spec = _load_spec(args.file)
-    if spec is None:
+    got = _spec_and_budget(args)
+    if got is None:
         return EXIT_USAGE
-    ok, mm = _max_memory(args)
-    if not ok:
-        return EXIT_USAGE
+    spec, mm = got
     out = args.out or spec.out or str(Path("results") / spec.name)
     return _run_spec(spec, out, resume=args.resume, max_memory=mm, x64=args.x64)
 
@@ -191,12 +199,10 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from rnn_ntk import sweep
-    spec = _load_spec(args.file)
-    if spec is None:
+    got = _spec_and_budget(args)
+    if got is None:
         return EXIT_USAGE
-    ok, mm = _max_memory(args)
-    if not ok:
-        return EXIT_USAGE
+    spec, mm = got
     setup_jax(args.x64 or "float64" in spec.dtypes)
     try:
         plan = sweep.make_plan(spec, max_memory=mm)
