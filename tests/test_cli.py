@@ -80,7 +80,7 @@ def test_validate_prints_the_plan(tmp_path, capsys):
     assert out.count("widths 4,8 packed at array width 8") == 2
     assert "trainable=W;" in out and "trainable=Wv;" in out
     assert "estimated time" in out and "per chunk" in out
-    # a budget too small for one run is refused before anything runs (splitting: test_sweep.py)
+    # a budget too small for one run is refused before anything runs (splitting: tests/sweep/test_plan.py)
     assert main(["validate", str(tmp_path / "spec.toml"), "--max-memory", "1K"]) == 2
     assert "more than the memory budget 1.0 KiB (--max-memory)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "spec.toml"]
@@ -193,7 +193,7 @@ chunk_size = 4
 
 @functools.lru_cache(maxsize=None)
 def direct_train(width):
-    """One run through the Python API, alone at its own width (independent of sweep.py)."""
+    """One run through the Python API, alone at its own width (independent of rnn_ntk.sweep)."""
     cfg = TrainConfig(model=RNNConfig(width=width, input_dim=3, activation="tanh", sigma_b=0.5,
                                       trainable=("W", "v")),
                       task=TaskConfig("random_labels", n_train=5, n_test=3, length=4, input_dim=3),
