@@ -34,15 +34,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rnn_ntk.progress import progress_hook, progress_listener
 from rnn_ntk.train import (TrainConfig, _check_choice, _check_int, _complete_hparams, check_hparams,
                            make_train)
-from rnn_ntk.sweep.cost import run_bytes   # the one cost model (imports no other rnn_ntk module)
+# the one cost model (imports no other rnn_ntk module at import time)
+from rnn_ntk.sweep import cost
+from rnn_ntk.sweep.cost import run_bytes
 
 Array = jax.Array
 
 __all__ = ["ACCEL_MEMORY_FRACTION", "MAP_COUNT_FRACTION", "Layout", "choose_layout",
            "release_compiled", "run_key", "run_keys", "train_many"]
 
-#: Fraction of accelerator memory a vmapped bucket may use.
-ACCEL_MEMORY_FRACTION = 0.5
+#: Fraction of a device's memory a vmapped batch may use: the cost model's MEMORY_FRACTION
+#: (kept under this name for importers; choose_layout reads ``cost.MEMORY_FRACTION``).
+ACCEL_MEMORY_FRACTION = cost.MEMORY_FRACTION
 
 #: Fraction of the kernel's per-process memory-map limit (vm.max_map_count) above which
 #: :func:`release_compiled` drops every compiled program before the next compile.
@@ -132,8 +135,10 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     (vmapped runs are batched small matmuls: measured within a few percent of it per core even
     for tiny runs, slower for larger ones; the parallelism comes from the devices). It also
     makes a run's bits independent of R, so adding runs to a bucket never changes existing ones.
-    GPU/TPU: all devices, and on each a vmap of all its runs, or lax.map over vmapped batches as
-    large as ACCEL_MEMORY_FRACTION of the device memory allows.
+    GPU/TPU: all devices, and on each a vmap of all its runs, or lax.map over vmapped batches of
+    as many runs as fit: floor(MEMORY_FRACTION * device_memory / run_bytes), both from
+    :mod:`rnn_ntk.sweep.cost` (the memory the sweep planner sizes chunks for: each device's own
+    ``memory_stats()`` where reported, else the host RAM shared by the devices).
 
     Args:
       cfg: the bucket's TrainConfig (its per-run memory, :func:`rnn_ntk.sweep.cost.run_bytes`).
@@ -150,14 +155,8 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     per_dev = -(-n_runs // D)
     if backend == "cpu":
         return Layout(D, "map", 1)
-    mem = None
-    try:
-        stats = devices[0].memory_stats()
-        mem = stats.get("bytes_limit") if stats else None
-    except Exception:  # memory_stats is not available on every backend
-        mem = None
-    mem = 16 * 2 ** 30 if not mem else mem
-    fit = max(1, int(ACCEL_MEMORY_FRACTION * mem // max(1, run_bytes(cfg))))
+    mem = cost.device_memory(devices)
+    fit = max(1, int(cost.MEMORY_FRACTION * mem) // max(1, run_bytes(cfg)))
     if fit >= per_dev:
         return Layout(D, "vmap", per_dev)
     return Layout(D, "map", fit)
@@ -215,7 +214,14 @@ def _many_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: t
     """The compiled program fn(kd_R, hp_R[, lane_R]) (lane_R: progress tags, progress only).
     Runs only on a cache miss, i.e. before a new program compiles: the memory-map check lives
     here, off the path of calls that reuse a program (reading /proc/self/maps costs ~2 ms at
-    700 maps and grows with the count)."""
+    700 maps and grows with the count).
+
+    No buffer donation (``donate_argnums``), on purpose: the inputs are the key data (R, 2)
+    uint32, the hyperparameters (R,) each and the lane tags (R,) int32, a few bytes per lane;
+    every large per-lane buffer (parameters, optimiser state, data, activations) is made inside
+    the program from the key, so XLA already reuses it, and no output has an input's shape and
+    dtype to alias. Donating would save nothing and would invalidate the caller's ``keys``
+    (passed through unchanged when no padding is needed)."""
     release_compiled()
     train = make_train(cfg, on_log=progress_hook(cfg, progress) if progress else None)
 

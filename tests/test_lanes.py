@@ -145,3 +145,47 @@ def test_moved_names_still_import_from_train():
     code = ("import sys, rnn_ntk.train; "
             "assert 'rnn_ntk.lanes' not in sys.modules and 'rnn_ntk.progress' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _FakeGPU:
+    """A stand-in accelerator: platform 'gpu' and memory_stats() returning (or raising) stats."""
+
+    platform, device_kind = "gpu", "Fake GPU"
+
+    def __init__(self, stats):
+        self._stats = stats
+
+    def memory_stats(self):
+        if isinstance(self._stats, Exception):
+            raise self._stats
+        return self._stats
+
+
+def test_choose_layout_on_fake_gpus_vmaps_as_many_lanes_as_fit(monkeypatch):
+    from rnn_ntk.sweep import cost
+    cfg = _cfg(width=512, T=10, n=32)
+    limit, in_use = 2 ** 31, 300 * 2 ** 20
+    devs = [_FakeGPU({"bytes_limit": limit, "bytes_in_use": in_use})]
+    fit = int(0.6 * (limit - in_use)) // cost.run_bytes(cfg)    # floor(fraction * free / per run)
+    assert cost.MEMORY_FRACTION == 0.6 and 2 <= fit < 10 ** 4
+    assert choose_layout(cfg, fit, devices=devs) == Layout(1, "vmap", fit)
+    assert choose_layout(cfg, fit + 1, devices=devs) == Layout(1, "map", fit)
+    two = devs * 2
+    assert choose_layout(cfg, 2 * fit, devices=two) == Layout(2, "vmap", fit)
+    assert choose_layout(cfg, 2 * fit + 1, devices=two) == Layout(2, "map", fit)
+    # the one fraction of the cost model decides (a smaller fraction fits fewer lanes)
+    monkeypatch.setattr(cost, "MEMORY_FRACTION", 0.3)
+    assert choose_layout(cfg, fit, devices=devs) == Layout(1, "map", int(0.3 * (limit - in_use))
+                                                           // cost.run_bytes(cfg))
+
+
+@pytest.mark.parametrize("stats", [None, RuntimeError("unsupported")])
+def test_choose_layout_on_a_gpu_without_memory_stats_uses_host_ram(stats):
+    from rnn_ntk.sweep import cost
+    cfg = _cfg(width=512, T=10, n=32)
+    with open("/proc/meminfo") as f:
+        host = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    fit = 0.6 * host / cost.run_bytes(cfg)         # about this many fit (host RAM moves a little)
+    assert choose_layout(cfg, int(0.8 * fit), devices=[_FakeGPU(stats)]).strategy == "vmap"
+    lay = choose_layout(cfg, int(1.25 * fit), devices=[_FakeGPU(stats)])
+    assert lay.strategy == "map" and lay.batch_size == pytest.approx(fit, rel=0.1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from rnn_ntk.train import TrainConfig
@@ -18,7 +18,7 @@ __all__ = [
     "COMPILE_S", "FLOPS", "F64_SLOWDOWN", "STEP_OVERHEAD_S", "CHUNK_OVERHEAD_S", "TARGET_CHUNK_S",
     "MEMORY_FRACTION", "PROGRESS_INTERVAL_S", "PROGRESS_MIN_RUN_S", "compile_seconds",
     "run_flops", "run_seconds", "progress_every", "output_bytes", "run_bytes",
-    "available_memory", "parse_size",
+    "available_memory", "device_memory", "memory_source", "parse_size",
 ]
 
 COMPILE_S = {"cpu": 8.0, "gpu": 20.0, "tpu": 30.0}     # seconds per compiled program
@@ -27,7 +27,7 @@ F64_SLOWDOWN = {"cpu": 2.0, "gpu": 4.0, "tpu": 8.0}
 STEP_OVERHEAD_S = {"cpu": 5e-6, "gpu": 2e-5, "tpu": 2e-5}  # per recurrence step of a scan
 CHUNK_OVERHEAD_S = 0.05
 TARGET_CHUNK_S = 120.0       # aim: a chunk is at most about this much estimated work
-MEMORY_FRACTION = 0.6        # default budget: this fraction of available memory
+MEMORY_FRACTION = 0.6        # default budget: this fraction of each device's memory (device_memory)
 PROGRESS_INTERVAL_S = 0.5    # aim: this much estimated work between two progress reports of a run
 PROGRESS_MIN_RUN_S = 0.1     # runs estimated shorter than this report once, when their chunk ends
 
@@ -107,40 +107,88 @@ def run_bytes(cfg: TrainConfig) -> int:
     return int((params + acts + data + kern) * item * 2)
 
 
-def _accelerator_bytes() -> int:
-    """Summed memory limits of the local accelerators (0 where none reports one)."""
-    import jax
-    total = 0
-    for dev in jax.local_devices():
-        try:
-            stats = dev.memory_stats() or {}
-        except Exception:  # not every backend reports memory
-            stats = {}
-        total += int(stats.get("bytes_limit", 0))
-    return total
-
-
-def available_memory(backend: str | None = None) -> int:
-    """Bytes a sweep may use by default: MEMORY_FRACTION of the available host memory, or of the
-    accelerators' memory limits."""
-    if backend is None:
-        import jax
-        backend = jax.default_backend()
-    if backend != "cpu":
-        total = _accelerator_bytes()
-        if total:
-            return int(total * MEMORY_FRACTION)
+def _host_bytes() -> int:
+    """Bytes of host memory available now (MemAvailable; else free pages; else 4 GiB)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(int(line.split()[1]) * 1024 * MEMORY_FRACTION)
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * MEMORY_FRACTION)
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 4 * 2 ** 30
+
+
+def _free_bytes(device: Any) -> int | None:
+    """A device's own memory free for new buffers, ``bytes_limit - bytes_in_use`` of its
+    ``memory_stats()``; None for host (CPU) devices and where the backend reports no limit
+    (memory_stats missing, None, raising, or without 'bytes_limit')."""
+    if getattr(device, "platform", "cpu") == "cpu":
+        return None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # not every backend (or device object) reports memory
+        return None
+    if not stats or not stats.get("bytes_limit"):
+        return None
+    return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+
+
+def _local_devices(backend: str | None) -> list:
+    import jax
+    return jax.local_devices(backend="cpu") if backend == "cpu" else jax.local_devices()
+
+
+def device_memory(devices: Sequence[Any] | None = None) -> int:
+    """Memory per device (bytes) that the planner and ``choose_layout`` size work for.
+
+    Devices with their own memory (GPU/TPU): the least, over ``devices``, of
+    ``memory_stats()["bytes_limit"] - memory_stats()["bytes_in_use"]``: the limit of XLA's
+    allocator less the buffers alive when the plan is made (arrays the process already holds
+    on the device), i.e. what new programs can allocate. Otherwise (host devices, or any device
+    whose ``memory_stats`` is missing, None, raises or lacks 'bytes_limit'): the available host
+    RAM shared by the devices, ``MemAvailable / len(devices)``.
+
+    Args:
+        devices: the devices work is laid out over; default ``jax.local_devices()``.
+
+    Returns:
+        Bytes per device (before MEMORY_FRACTION).
+    """
+    devices = _local_devices(None) if devices is None else list(devices)
+    free = [_free_bytes(d) for d in devices]
+    if devices and all(f is not None for f in free):
+        return min(free)
+    return _host_bytes() // max(1, len(devices))
+
+
+def memory_source(devices: Sequence[Any] | None = None) -> str:
+    """Where :func:`device_memory` took its number: 'memory_stats' (each device's own memory) or
+    'host RAM' (shared by the devices)."""
+    devices = _local_devices(None) if devices is None else list(devices)
+    ok = devices and all(_free_bytes(d) is not None for d in devices)
+    return "memory_stats" if ok else "host RAM"
+
+
+def available_memory(backend: str | None = None, devices: Sequence[Any] | None = None) -> int:
+    """Bytes a sweep may use by default: MEMORY_FRACTION of the memory of all ``devices``
+    (:func:`device_memory` times their number): of the available host RAM on CPU, of the
+    accelerators' own memory where they report it.
+
+    Args:
+        backend: 'cpu' for the host devices; default: the local devices of JAX's default backend.
+        devices: the devices (overrides ``backend``).
+    """
+    if devices is None:
+        if backend is None:
+            import jax
+            backend = jax.default_backend()
+        devices = _local_devices(backend)
+    devices = list(devices)
+    return int(MEMORY_FRACTION * device_memory(devices) * max(1, len(devices)))
 
 
 def parse_size(text: str) -> int:

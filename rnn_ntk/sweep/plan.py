@@ -27,7 +27,8 @@ from rnn_ntk.train import TrainConfig
 __all__ = [
     "Run", "key_coord", "expand_runs", "build_config", "fixed_lanes", "lane_values",
     "choose_width_groups",
-    "Program", "Chunk", "Plan", "versions", "chunk_memory", "make_plan", "describe_plan",
+    "Program", "Chunk", "Plan", "versions", "chunk_memory", "chunk_budget", "make_plan",
+    "describe_plan",
 ]
 
 
@@ -191,8 +192,13 @@ def versions() -> dict[str, str]:
 class Plan:
     """What a sweep will do: its runs, compiled programs and the chunks still to run.
 
-    n_done: runs already in the store; max_memory: the budget in bytes; groups: the width groups
-    per bucket (kept in the store's header, so a resumed store keeps its packing)."""
+    n_done: runs already in the store; max_memory: the budget in bytes of a chunk on all the
+    devices (scaled to the devices a chunk uses where each has its own memory, see
+    :func:`chunk_budget`); groups: the width groups per bucket (kept in the store's header, so a
+    resumed store keeps its packing); device_memory: the bytes per device planned for
+    (:func:`cost.device_memory`), memory_source: where that number came from ('memory_stats':
+    each device's own memory, 'host RAM': shared by the devices); memory_fraction: the fraction
+    of it budgeted (``cost.MEMORY_FRACTION``), or None when ``max_memory`` was given."""
 
     spec: Spec
     runs: list[Run]
@@ -203,6 +209,9 @@ class Plan:
     backend: str
     devices: list
     groups: dict[str, list[list[int]]]
+    device_memory: int = 0
+    memory_source: str = "host RAM"
+    memory_fraction: float | None = None
 
     @property
     def n_devices(self) -> int:
@@ -241,7 +250,14 @@ class Plan:
 def chunk_memory(p: Program, lanes: int, devices: Sequence[Any], backend: str) -> int:
     """Estimated bytes of a chunk of ``lanes`` runs of a program: the runs in flight at once
     under train's lane layout, plus every lane's records."""
-    layout = train.choose_layout(p.cfg, lanes, backend=backend, devices=list(devices))
+    return _chunk_memory(p, lanes, _layout(p, lanes, devices, backend))
+
+
+def _layout(p: Program, lanes: int, devices: Sequence[Any], backend: str) -> Any:
+    return train.choose_layout(p.cfg, lanes, backend=backend, devices=list(devices))
+
+
+def _chunk_memory(p: Program, lanes: int, layout: Any) -> int:
     if layout.strategy == "vmap":
         live = -(-lanes // layout.n_devices) * layout.n_devices
     else:
@@ -401,14 +417,39 @@ def _programs(buckets: Sequence[_Bucket], groups: Mapping[str, Sequence[tuple[in
     return programs
 
 
+def chunk_budget(max_memory: int, lanes: int, n_devices: int, own_memory: bool) -> int:
+    """The memory budget (bytes) of a chunk of ``lanes`` runs laid out over ``n_devices``.
+
+    ``max_memory`` is the budget of a chunk on all the devices. Devices with their own memory
+    (``own_memory``, GPU/TPU): the chunk gets the share of the devices it uses,
+    ``max_memory * min(lanes, n_devices) // n_devices`` (so one run must fit one device).
+    Devices sharing the host's RAM: all of ``max_memory`` whatever the lanes."""
+    if not own_memory:
+        return max_memory
+    return max_memory * min(lanes, n_devices) // n_devices
+
+
+def _chunk_fits(p: Program, lanes: int, devices: Sequence[Any], backend: str, max_memory: int,
+                own_memory: bool) -> bool:
+    """Whether a chunk of ``lanes`` runs fits its budget; on an accelerator also that the lane
+    layout runs them in one vmap per device (a chunk is then one batch per device, and the lane
+    count is monotone in memory)."""
+    layout = _layout(p, lanes, devices, backend)
+    if backend != "cpu" and layout.strategy != "vmap":
+        return False
+    return _chunk_memory(p, lanes, layout) <= chunk_budget(max_memory, lanes, len(devices),
+                                                           own_memory)
+
+
 def _chunk_lanes(p: Program, chunk_size: int | None, devices: Sequence[Any], backend: str,
-                 max_memory: int) -> int:
-    """Lanes per chunk: the most that fit the memory budget, at most ``chunk_size`` and about
-    ``cost.TARGET_CHUNK_S`` of estimated work (at least one lane per device)."""
+                 max_memory: int, own_memory: bool = False) -> int:
+    """Lanes per chunk: the most that fit the memory budget (:func:`_chunk_fits`), at most
+    ``chunk_size`` and about ``cost.TARGET_CHUNK_S`` of estimated work (at least one lane per
+    device)."""
     lo, hi = 1, len(p.todo) or len(p.runs)
     while lo < hi:  # largest lane count whose chunk fits the budget
         mid = (lo + hi + 1) // 2
-        if chunk_memory(p, mid, devices, backend) <= max_memory:
+        if _chunk_fits(p, mid, devices, backend, max_memory, own_memory):
             lo = mid
         else:
             hi = mid - 1
@@ -435,8 +476,8 @@ def _chunks_of(p: Program, index: int, runs: Sequence[Run]) -> list[Chunk]:
 
 
 def _chunk_programs(spec: Spec, programs: Sequence[Program], runs: Sequence[Run],
-                    devices: Sequence[Any], backend: str, max_memory: int
-                    ) -> tuple[list[Program], list[Chunk]]:
+                    devices: Sequence[Any], backend: str, max_memory: int,
+                    own_memory: bool = False) -> tuple[list[Program], list[Chunk]]:
     """Programs with their lanes per chunk set, and the chunks still to run.
 
     Raises:
@@ -445,14 +486,16 @@ def _chunk_programs(spec: Spec, programs: Sequence[Program], runs: Sequence[Run]
     problems, out, chunks = [], [], []
     for pi, p in enumerate(programs):
         one = chunk_memory(p, 1, devices, backend)
-        if one > max_memory:
+        one_budget = chunk_budget(max_memory, 1, len(devices), own_memory)
+        if one > one_budget:
+            where = " of one device" if own_memory and len(devices) > 1 else ""
             problems.append(f"program {p.id} (width {max(p.widths)}): one run needs about "
-                            f"{_fmt_bytes(one)}, more than the memory budget "
-                            f"{_fmt_bytes(max_memory)} (--max-memory)")
+                            f"{_fmt_bytes(one)}, more than the memory budget{where} "
+                            f"{_fmt_bytes(one_budget)} (--max-memory)")
             out.append(p)
             continue
         p = dataclasses.replace(p, chunk_lanes=_chunk_lanes(p, spec.chunk_size, devices, backend,
-                                                             max_memory))
+                                                             max_memory, own_memory))
         out.append(p)
         chunks += _chunks_of(p, pi, runs)
     if problems:
@@ -467,10 +510,14 @@ def make_plan(spec: Spec, *, max_memory: int | None = None, done: Iterable[tuple
 
     Args:
         spec: a parsed spec.
-        max_memory: the memory budget in bytes (default :func:`cost.available_memory`).
+        max_memory: the memory budget in bytes of a chunk on all the devices (default:
+            ``cost.MEMORY_FRACTION`` of :func:`cost.device_memory` times the number of devices);
+            where the devices have their own memory (GPU/TPU ``memory_stats``), a chunk on fewer
+            devices gets their share (:func:`chunk_budget`).
         done: coordinates of finished runs (skipped).
         groups: width groups per bucket from an earlier plan (a resumed store keeps its packing).
-        devices: default ``jax.devices()``.
+        devices: default ``jax.devices()``; any objects with ``platform`` (and, for their own
+            memory, ``memory_stats()``) will do for planning.
 
     Returns:
         The :class:`Plan`.
@@ -482,16 +529,22 @@ def make_plan(spec: Spec, *, max_memory: int | None = None, done: Iterable[tuple
     import jax
     devices = list(jax.devices()) if devices is None else list(devices)
     backend = getattr(devices[0], "platform", "cpu")
-    max_memory = cost.available_memory(backend) if max_memory is None else int(max_memory)
+    per_device = cost.device_memory(devices)
+    source = cost.memory_source(devices)
+    fraction = cost.MEMORY_FRACTION if max_memory is None else None
+    max_memory = (int(cost.MEMORY_FRACTION * per_device * len(devices)) if max_memory is None
+                  else int(max_memory))
+    own = source == "memory_stats"
     runs = expand_runs(spec)
     buckets = _validate_buckets(spec, runs)
     width_groups = {b.key: _width_groups(spec, b, runs, (groups or {}).get(b.key), backend,
                                          len(devices)) for b in buckets}
     programs = _programs(buckets, width_groups, runs, {tuple(c) for c in done}, backend)
-    programs, chunks = _chunk_programs(spec, programs, runs, devices, backend, max_memory)
+    programs, chunks = _chunk_programs(spec, programs, runs, devices, backend, max_memory, own)
     n_done = sum(len(p.runs) - len(p.todo) for p in programs)
     return Plan(spec, runs, programs, chunks, n_done, max_memory, backend, devices,
-                {k: [list(g) for g in wg] for k, wg in width_groups.items()})
+                {k: [list(g) for g in wg] for k, wg in width_groups.items()},
+                per_device, source, fraction)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,6 +580,19 @@ def _describe_program(plan: Plan, pi: int, p: Program) -> str:
             f"~{_fmt_s(t)} + compile")
 
 
+def _describe_memory(plan: Plan) -> str:
+    """Which memory the plan sized its chunks for: device kind, bytes per device, fraction."""
+    kind = getattr(plan.devices[0], "device_kind", plan.backend) if plan.devices else plan.backend
+    if plan.memory_source == "memory_stats":
+        mem = f"{_fmt_bytes(plan.device_memory)} free per device (memory_stats)"
+    else:
+        mem = (f"host RAM {_fmt_bytes(plan.device_memory * plan.n_devices)} available, shared by "
+               f"the {plan.n_devices} device(s)")
+    how = ("set by --max-memory" if plan.memory_fraction is None
+           else f"{plan.memory_fraction:g} of it")
+    return f"{kind}: {mem}; {how}"
+
+
 def describe_plan(plan: Plan) -> str:
     """A human-readable summary of a plan (what ``rnn-ntk validate`` prints)."""
     spec = plan.spec
@@ -534,7 +600,7 @@ def describe_plan(plan: Plan) -> str:
     lines = [f"sweep {spec.name!r}: {len(plan.runs)} runs over axes ({ax})"
              + (f", zip groups {[list(z) for z in spec.zips]}" if spec.zips else ""),
              f"backend {plan.backend}, {plan.n_devices} device(s), memory budget "
-             f"{_fmt_bytes(plan.max_memory)}"]
+             f"{_fmt_bytes(plan.max_memory)} per chunk ({_describe_memory(plan)})"]
     if plan.n_done:
         lines.append(f"already finished: {plan.n_done} runs (skipped)")
     lines.append(f"{len(plan.programs)} compiled program(s), {len(plan.chunks)} chunk(s) to run:")

@@ -26,3 +26,25 @@ def spec_text(model="width = 4", task="", train="", sweep_="seed = 0"):
 
 def parse(**kw):
     return sweep.parse_spec(spec_text(**kw), "<test>")
+
+
+class FakeDevice:
+    """A stand-in accelerator for planning tests: ``platform``, ``device_kind`` and
+    ``memory_stats()`` returning ``stats`` (or raising it, when it is an exception)."""
+
+    def __init__(self, stats, platform="gpu", kind="Fake GPU"):
+        self.platform, self.device_kind, self._stats = platform, kind, stats
+
+    def memory_stats(self):
+        if isinstance(self._stats, Exception):
+            raise self._stats
+        return self._stats
+
+    def __repr__(self):
+        return f"FakeDevice({self.platform}, {self._stats!r})"
+
+
+def host_available_bytes():
+    """MemAvailable of /proc/meminfo, read independently of the cost model."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))

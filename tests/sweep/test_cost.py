@@ -63,3 +63,44 @@ def test_available_memory_is_a_fraction_of_the_available_host_memory():
     with open("/proc/meminfo") as f:
         avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     assert sweep.available_memory("cpu") == pytest.approx(cost.MEMORY_FRACTION * avail, rel=0.1)
+
+
+GiB, MiB = 2 ** 30, 2 ** 20
+
+
+def test_device_memory_is_each_devices_free_memory_where_reported():
+    from sweep_helpers import FakeDevice
+    one = FakeDevice({"bytes_limit": 2 * GiB, "bytes_in_use": 300 * MiB})
+    assert cost.device_memory([one]) == 2 * GiB - 300 * MiB
+    assert cost.memory_source([one]) == "memory_stats"
+    # no bytes_in_use reported: the whole limit
+    assert cost.device_memory([FakeDevice({"bytes_limit": 3 * GiB})]) == 3 * GiB
+    # several devices: the least free of them (each must hold its share)
+    two = [one, FakeDevice({"bytes_limit": 2 * GiB, "bytes_in_use": 1 * GiB})]
+    assert cost.device_memory(two) == 1 * GiB
+    # the default budget: the fraction of every device's memory
+    assert cost.available_memory(devices=two) == int(cost.MEMORY_FRACTION * 2 * GiB)
+    assert cost.available_memory(devices=[one]) == int(cost.MEMORY_FRACTION * (2 * GiB - 300 * MiB))
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs /proc/meminfo")
+@pytest.mark.parametrize("stats", [None, {}, {"bytes_in_use": 5}, RuntimeError("unsupported"),
+                                   "cpu", "mixed"])
+def test_device_memory_falls_back_to_host_ram_shared_by_the_devices(stats):
+    from sweep_helpers import FakeDevice, host_available_bytes
+    if stats == "cpu":       # host devices share the host RAM, whatever they report
+        devs = [FakeDevice({"bytes_limit": GiB}, platform="cpu") for _ in range(2)]
+    elif stats == "mixed":   # one device without a limit: no per-device number for all of them
+        devs = [FakeDevice({"bytes_limit": GiB}), FakeDevice(None)]
+    else:
+        devs = [FakeDevice(stats) for _ in range(2)]
+    assert cost.memory_source(devs) == "host RAM"
+    assert cost.device_memory(devs) == pytest.approx(host_available_bytes() / 2, rel=0.1)
+    assert cost.device_memory(devs[-1:]) == pytest.approx(host_available_bytes(), rel=0.1)
+
+
+def test_device_memory_of_the_real_cpu_devices_is_the_host_ram():
+    from sweep_helpers import host_available_bytes
+    devs = jax.devices()
+    assert cost.memory_source(devs) == "host RAM"
+    assert cost.device_memory(devs) * len(devs) == pytest.approx(host_available_bytes(), rel=0.1)

@@ -163,3 +163,112 @@ def test_demo_spec_is_valid_and_packs():
     assert len(plan.runs) == 4 * 2 * 3
     text = sweep.describe_plan(plan)
     assert "24 runs" in text and "estimated time" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# device-aware planning, on CPU with faked accelerators
+
+GiB, MiB = 2 ** 30, 2 ** 20
+
+
+def _gpu_spec(seeds=60, width=1024):
+    return parse(model=f"width = {width}", sweep_=f"seeds = {seeds}")
+
+
+def _per_lane(p):
+    """What one vmapped lane of a chunk holds: the run in flight and its records (chunk_memory)."""
+    return p.run_bytes + p.out_bytes + 64
+
+
+@pytest.mark.parametrize("in_use", [0, 300 * MiB])
+def test_chunks_fill_the_fraction_of_one_fake_gpus_memory(in_use):
+    from sweep_helpers import FakeDevice
+    dev = FakeDevice({"bytes_limit": 2 * GiB, "bytes_in_use": in_use})
+    plan = sweep.make_plan(_gpu_spec(), devices=[dev])
+    p = plan.programs[0]
+    free = 2 * GiB - in_use
+    expected = math.floor(sweep.MEMORY_FRACTION * free / _per_lane(p))
+    assert 2 <= expected < len(plan.runs)                       # memory binds, not the run count
+    assert plan.backend == "gpu" and plan.memory_source == "memory_stats"
+    assert plan.device_memory == free and plan.max_memory == int(sweep.MEMORY_FRACTION * free)
+    assert p.chunk_lanes == expected
+    assert max(c.size for c in plan.chunks) <= expected
+    assert sorted(i for c in plan.chunks for i in c.runs) == list(range(len(plan.runs)))
+    # a chunk is one vmap of all its lanes on the device (the same estimate in choose_layout)
+    assert train.choose_layout(p.cfg, expected, devices=[dev]) == train.Layout(1, "vmap", expected)
+
+
+def test_chunks_on_two_fake_gpus_use_both_devices_memory():
+    from sweep_helpers import FakeDevice
+    devs = [FakeDevice({"bytes_limit": 2 * GiB, "bytes_in_use": 100 * MiB}),
+            FakeDevice({"bytes_limit": 2 * GiB, "bytes_in_use": 500 * MiB})]
+    plan = sweep.make_plan(_gpu_spec(seeds=120), devices=devs)
+    p = plan.programs[0]
+    per_dev = sweep.MEMORY_FRACTION * (2 * GiB - 500 * MiB)   # the fuller device bounds both
+    # brute force: the most lanes L whose chunk (ceil(L/2) runs on each device, every lane's
+    # records) fits the fraction of both devices' memory
+    fits = [L for L in range(1, len(plan.runs) + 1)
+            if -(-L // 2) * 2 * p.run_bytes + L * (p.out_bytes + 64) <= int(per_dev * 2)]
+    assert 4 <= max(fits) < len(plan.runs)
+    assert p.chunk_lanes == max(fits)
+    lay = train.choose_layout(p.cfg, p.chunk_lanes, devices=devs)
+    assert lay.n_devices == 2 and lay.strategy == "vmap"
+
+
+def test_one_run_must_fit_one_fake_gpu():
+    from sweep_helpers import FakeDevice
+    spec = _gpu_spec(seeds=4)
+    p = sweep.make_plan(spec, max_memory=2 ** 40).programs[0]
+    # each device has room for 0.75 of a run: two devices would hold one run between them
+    limit = int(0.75 * _per_lane(p) / sweep.MEMORY_FRACTION)
+    devs = [FakeDevice({"bytes_limit": limit}) for _ in range(2)]
+    with pytest.raises(SpecError, match="one run needs about .* more than the memory budget of one device"):
+        sweep.make_plan(spec, devices=devs)
+    # on host devices (shared RAM) the same budget is the whole chunk's
+    host = [FakeDevice(None, platform="cpu") for _ in range(2)]
+    assert sweep.make_plan(spec, devices=host, max_memory=int(2 * 0.75 * _per_lane(p)) + 2 * 64)
+
+
+def test_max_memory_overrides_the_fake_gpus_memory():
+    from sweep_helpers import FakeDevice
+    dev = FakeDevice({"bytes_limit": 2 * GiB, "bytes_in_use": 0})
+    spec = _gpu_spec()
+    p = sweep.make_plan(spec, devices=[dev]).programs[0]
+    budget = 10 * _per_lane(p) + 5
+    plan = sweep.make_plan(spec, devices=[dev], max_memory=budget)
+    assert plan.max_memory == budget and plan.memory_fraction is None
+    assert plan.programs[0].chunk_lanes == 10
+    assert "set by --max-memory" in sweep.describe_plan(plan)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/meminfo"), reason="needs /proc/meminfo")
+@pytest.mark.parametrize("stats", [None, RuntimeError("no memory_stats on this backend")])
+def test_fake_gpu_without_memory_stats_plans_for_host_ram(stats):
+    from sweep_helpers import FakeDevice, host_available_bytes
+    devs = [FakeDevice(stats), FakeDevice(stats)]
+    plan = sweep.make_plan(_gpu_spec(seeds=8), devices=devs)
+    assert plan.memory_source == "host RAM"
+    assert plan.device_memory * 2 == pytest.approx(host_available_bytes(), rel=0.1)
+    assert plan.max_memory == pytest.approx(sweep.MEMORY_FRACTION * host_available_bytes(), rel=0.1)
+    assert "host RAM" in sweep.describe_plan(plan)
+
+
+def test_plan_description_says_which_memory_it_planned_for():
+    from sweep_helpers import FakeDevice
+    dev = FakeDevice({"bytes_limit": 2 * GiB, "bytes_in_use": GiB // 2}, kind="Fake H100")
+    text = sweep.describe_plan(sweep.make_plan(_gpu_spec(seeds=4), devices=[dev]))
+    line = text.splitlines()[1]
+    assert "backend gpu, 1 device(s)" in line and "Fake H100" in line
+    assert "1.5 GiB free per device (memory_stats)" in line
+    assert f"{sweep.MEMORY_FRACTION:g} of it" in line
+    # real host devices: the host RAM shared by them
+    cpu = sweep.describe_plan(sweep.make_plan(_gpu_spec(seeds=4))).splitlines()[1]
+    assert "host RAM" in cpu and f"shared by the {len(jax.devices())} device(s)" in cpu
+
+
+def test_default_budget_on_host_devices_is_the_fraction_of_host_ram():
+    from sweep_helpers import host_available_bytes
+    plan = sweep.make_plan(_gpu_spec(seeds=4))
+    assert plan.backend == "cpu" and plan.memory_source == "host RAM"
+    assert plan.max_memory == pytest.approx(sweep.MEMORY_FRACTION * host_available_bytes(), rel=0.1)
+    assert plan.memory_fraction == sweep.MEMORY_FRACTION
