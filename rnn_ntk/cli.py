@@ -428,8 +428,8 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rnn_ntk import store
-    # (rnn_ntk.kernels.gram is the function; its module's names come by from-import)
-    from rnn_ntk.kernels.gram import KernelSpecError, gram, load_kernel_spec
+    from rnn_ntk.kernels import gram
+    from rnn_ntk.kernels.spec import KernelSpecError, load_kernel_spec
     setup_jax(args.x64)
     try:
         spec = load_kernel_spec(args.file)

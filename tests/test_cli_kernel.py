@@ -118,7 +118,7 @@ blok = 3
     ('path = "missing.npz"', "data.path: cannot read"),
     ('path = "x.npz"\nseed = 1', "data.seed: unknown key with `path`"),
     ('kind = "random_labels"\nn_train = 4\nn_test = 2\nlength = 3\ninput_dim = 4\neps_x = 3.0',
-     "task hparam 'eps_x' must be in [0, 1]"),
+     "data.eps_x: must be in [0, 1]"),
 ])
 def test_bad_data_exits_2(tmp_path, capsys, data, needle):
     np.savez(tmp_path / "x.npz", x=np.zeros((4, 3, 2)))

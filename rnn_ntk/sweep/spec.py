@@ -18,14 +18,15 @@ import re
 import tomllib
 import types
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from rnn_ntk import schema, tasks
 from rnn_ntk.schema import Field, did_you_mean
 
 __all__ = [
     "SECTIONS", "TOP_KEYS", "SWEEP_KEYS", "SHARED", "MAX_SEED", "CATALOGUE", "SpecError", "Axis",
-    "Spec", "coord_value", "jsonable", "parse_spec", "load_spec", "override_spec",
+    "parse_toml", "read_spec_file", "Spec", "coord_value", "jsonable", "parse_spec", "load_spec",
+    "override_spec",
 ]
 
 SECTIONS = ("model", "task", "train", "sweep")
@@ -305,11 +306,42 @@ def _parse_seeds(sw: Mapping[str, Any], problems: list[str]) -> list[int]:
     return seeds
 
 
-def _load_toml(text: str, source: str) -> dict[str, Any]:
+def parse_toml(text: str, source: str,
+               error: Callable[[list[str]], Exception] | None = None) -> dict[str, Any]:
+    """The parsed TOML of a spec (sweep or kernel spec).
+
+    Args:
+        text: the TOML text.
+        source: where it came from (names it in the problem).
+        error: the spec's error class, built from a list of problem lines (default
+            :class:`SpecError`).
+
+    Returns:
+        The parsed table; invalid TOML raises ``error(["<source>: invalid TOML: ..."])``.
+    """
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise SpecError([f"{source}: invalid TOML: {e}"]) from None
+        raise (error or SpecError)([f"{source}: invalid TOML: {e}"]) from None
+
+
+def read_spec_file(path: str | os.PathLike,
+                   error: Callable[[list[str]], Exception] | None = None) -> str:
+    """The text of a spec file (sweep or kernel spec).
+
+    Args:
+        path: the file.
+        error: the spec's error class, built from a list of problem lines (default
+            :class:`SpecError`).
+
+    Returns:
+        The file's text; an unreadable file raises ``error(["<path>: cannot read spec file
+        (<reason>)"])``.
+    """
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise (error or SpecError)([f"{path}: cannot read spec file ({e.strerror})"]) from None
 
 
 def _check_top(raw: Mapping[str, Any], cat: Catalogue, problems: list[str]
@@ -524,7 +556,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     Raises:
         SpecError: listing every problem found, one line each.
     """
-    raw = _load_toml(text, source)
+    raw = parse_toml(text, source)
     problems: list[str] = []
     cat = {s: CATALOGUE[s] for s in CONFIG_SECTIONS}
     meta, sec_raw = _check_top(raw, cat, problems)
@@ -549,12 +581,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
 def load_spec(path: str | os.PathLike) -> Spec:
     """Read and validate a spec file (see :func:`parse_spec`)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise SpecError([f"{path}: cannot read spec file ({e.strerror})"]) from None
-    return parse_spec(text, str(p))
+    return parse_spec(read_spec_file(path), str(Path(path)))
 
 
 def _toml_value(v: Any) -> str:
