@@ -171,8 +171,9 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", metavar="SIZE",
                    # named, not computed: building the parser must not import sweep (jax)
                    help="memory budget for one chunk of runs, e.g. 4G or 512M (default: the "
-                        "fraction rnn_ntk.sweep.MEMORY_FRACTION of the available memory); "
-                        "buckets that do not fit are split into chunks")
+                        "fraction rnn_ntk.sweep.MEMORY_FRACTION of the memory per device times "
+                        "the devices: memory_stats on GPU/TPU, free host RAM on CPU); buckets "
+                        "that do not fit are split into chunks")
     p.add_argument("--x64", action="store_true",
                    help="enable float64 in JAX (automatic when the spec asks for dtype float64)")
 

@@ -55,6 +55,9 @@ import jax.numpy as jnp
 
 from rnn_ntk.precision import highest_precision
 
+__all__ = ["LOSSES", "PredictFn", "gradient_descent_mse", "gradient_descent", "kernel_regression",
+           "nngp_posterior"]
+
 Array = jax.Array
 
 LOSSES = ("half_mean", "mean", "half_sum", "sum")

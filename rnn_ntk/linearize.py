@@ -13,6 +13,8 @@ import jax
 from rnn_ntk.model import Params, RNNConfig, Scales, apply
 from rnn_ntk.precision import highest_precision
 
+__all__ = ["linearize"]
+
 
 def linearize(cfg: RNNConfig, params0: Params, *, scales: Scales | None = None
               ) -> Callable[..., jax.Array]:

@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+__all__ = ["STYLE", "new_figure", "width_colors", "save"]
+
 STYLE: dict[str, Any] = {
     "figure.dpi": 110,
     "savefig.dpi": 150,

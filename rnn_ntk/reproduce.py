@@ -31,6 +31,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+__all__ = ["SCALES", "VERDICTS", "Claim", "check_scale", "save_arrays", "load_arrays",
+           "write_text", "EXPERIMENTS_PACKAGE", "SHARED_MODULES", "PROTOCOL", "experiments_dir",
+           "load_experiment", "discover", "results_markdown", "relative_error",
+           "store_position_errors"]
+
 SCALES = ("ci", "default", "large")
 VERDICTS = ("agrees", "disagrees", "inconclusive")
 

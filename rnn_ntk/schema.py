@@ -46,6 +46,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import tomllib
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -53,7 +56,7 @@ import numpy as np
 __all__ = ["REQUIRED", "ConfigError", "Invalid", "Field", "field", "fields_of", "check_config",
            "validate", "first_problem", "did_you_mean", "require", "check_int", "integer",
            "optional_integer", "boolean", "choice", "number", "between", "is_axis", "section_fields",
-           "Check"]
+           "Check", "parse_toml", "read_spec_file"]
 
 
 class ConfigError(ValueError):
@@ -386,3 +389,28 @@ def between(lo: float | None = None, hi: float | None = None, *, hi_open: bool =
         return good
     return ok
 
+
+def parse_toml(text: str, source: str, error: Callable[[list[str]], Exception]) -> dict[str, Any]:
+    """The parsed TOML of a spec file (sweep or kernel spec).
+
+    Args:
+        text: the TOML text.
+        source: where it came from (names it in the problem).
+        error: the spec's error class, built from a list of problem lines.
+
+    Returns:
+        The parsed table; invalid TOML raises ``error(["<source>: invalid TOML: ..."])``.
+    """
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise error([f"{source}: invalid TOML: {e}"]) from None
+
+
+def read_spec_file(path: str | os.PathLike, error: Callable[[list[str]], Exception]) -> str:
+    """The text of a spec file (sweep or kernel spec); an unreadable file raises
+    ``error(["<path>: cannot read spec file (<reason>)"])``."""
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise error([f"{path}: cannot read spec file ({e.strerror})"]) from None

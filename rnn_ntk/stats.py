@@ -10,6 +10,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+__all__ = ["Fit", "fit_line", "fit_power_law", "mean_sem", "verdict", "spearman",
+           "bootstrap_seeds", "fit_rate", "combine"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Fit:

@@ -41,6 +41,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+__all__ = ["HEADER", "CHUNKS", "RESULTS", "MANIFEST", "DATA", "LOCK", "FORMAT", "StoreError",
+           "canonical_json", "spec_hash", "spec_diff", "read_header", "StoreLock", "lock_store",
+           "open_store", "remove_partial", "write_chunk", "list_chunks", "done_runs", "assemble",
+           "consolidate", "load_results"]
+
 HEADER = "sweep.json"
 CHUNKS = "chunks"
 RESULTS = "results.zarr"

@@ -62,6 +62,8 @@ from rnn_ntk.model import (GROUPS, Params, RNNConfig, Scales, apply, forward, hi
                            initial_state, readout)
 from rnn_ntk.precision import highest_precision
 
+__all__ = ["METHODS", "memory_budget", "empirical_ntk", "empirical_nngp"]
+
 Array = jax.Array
 
 METHODS = ("structured", "jacobian")

@@ -63,6 +63,8 @@ from rnn_ntk.kernels.vtransforms import DEFAULT_ORDER, get_vtransform, quadratur
 from rnn_ntk.model import RNNConfig
 from rnn_ntk.precision import highest_precision
 
+__all__ = ["sequence_ids", "infinite_kernels"]
+
 Array = jax.Array
 
 # Tile sizes: a tile of (block1 x block2) pairs works on per-step arrays of block1 * block2

@@ -10,7 +10,7 @@ dtype, compute, seed, order (:data:`KERNEL_FIELDS`).
 [model], the [data] task and [kernel] are checked through :mod:`rnn_ntk.schema` like the sweep
 spec's sections (``model.width: must be ...``, unknown keys with did-you-mean); every problem is
 reported at once as a :class:`KernelSpecError`, before anything is written. The spec file is
-read by :func:`rnn_ntk.sweep.spec.read_spec_file`, the reader of the sweep specs.
+read by :func:`rnn_ntk.schema.read_spec_file`, the reader of the sweep specs too.
 """
 from __future__ import annotations
 
@@ -282,8 +282,7 @@ def parse_kernel_spec(text: str, source: str = "<spec>", *, base: str | os.PathL
     Raises:
         KernelSpecError: listing every problem found (nothing is written).
     """
-    from rnn_ntk.sweep.spec import parse_toml
-    raw = parse_toml(text, source, KernelSpecError)
+    raw = schema.parse_toml(text, source, KernelSpecError)
     problems: list[str] = []
     sec = _sections(raw, problems)
     kern = _parse_kernel(sec["kernel"], problems)
@@ -312,6 +311,5 @@ def load_kernel_spec(path: str | os.PathLike) -> KernelSpec:
     Returns:
         The validated :class:`KernelSpec`.
     """
-    from rnn_ntk.sweep.spec import read_spec_file
     p = Path(path)
-    return parse_kernel_spec(read_spec_file(p, KernelSpecError), str(p), base=p.parent)
+    return parse_kernel_spec(schema.read_spec_file(p, KernelSpecError), str(p), base=p.parent)

@@ -70,6 +70,10 @@ import numpy as np
 
 from rnn_ntk.model import ACTIVATIONS
 
+__all__ = ["VFn", "DEFAULT_ORDER", "CLOSED_FORM", "arcsin", "arccos", "relu_v", "erf_v",
+           "identity_v", "QUAD_SPAN", "QUAD_CENTRE_CLIP", "QUAD_TAIL_RATIO", "VAR_MAX", "BETA_MIN",
+           "quadrature_step", "quadrature_v", "get_vtransform", "quadrature_cost"]
+
 Array = jax.Array
 VFn = Callable[[Array, Array, Array], tuple[Array, Array]]
 

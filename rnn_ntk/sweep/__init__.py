@@ -61,11 +61,11 @@ _EXPORTS = {
              "Axis", "Spec", "coord_value", "jsonable", "parse_spec", "load_spec", "override_spec"),
     "plan": ("Run", "key_coord", "expand_runs", "build_config", "fixed_lanes", "lane_values",
              "choose_width_groups", "Program", "Chunk", "Plan", "versions", "chunk_memory",
-             "make_plan", "describe_plan"),
+             "chunk_budget", "make_plan", "describe_plan"),
     "cost": ("COMPILE_S", "FLOPS", "F64_SLOWDOWN", "STEP_OVERHEAD_S", "CHUNK_OVERHEAD_S",
              "TARGET_CHUNK_S", "MEMORY_FRACTION", "PROGRESS_INTERVAL_S", "PROGRESS_MIN_RUN_S",
              "compile_seconds", "run_flops", "run_seconds", "progress_every", "output_bytes",
-             "run_bytes", "available_memory", "parse_size"),
+             "run_bytes", "device_memory", "memory_source", "available_memory", "parse_size"),
     "execute": ("run_chunk", "Summary", "prepare", "execute", "run_sweep"),
     "demo": ("DEMO_SPEC", "demo_spec"),
 }

@@ -18,14 +18,14 @@ import re
 import tomllib
 import types
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from rnn_ntk import schema, tasks
 from rnn_ntk.schema import Field, did_you_mean
 
 __all__ = [
     "SECTIONS", "TOP_KEYS", "SWEEP_KEYS", "SHARED", "MAX_SEED", "CATALOGUE", "SpecError", "Axis",
-    "parse_toml", "read_spec_file", "Spec", "coord_value", "jsonable", "parse_spec", "load_spec",
+    "Spec", "coord_value", "jsonable", "parse_spec", "load_spec",
     "override_spec",
 ]
 
@@ -306,44 +306,6 @@ def _parse_seeds(sw: Mapping[str, Any], problems: list[str]) -> list[int]:
     return seeds
 
 
-def parse_toml(text: str, source: str,
-               error: Callable[[list[str]], Exception] | None = None) -> dict[str, Any]:
-    """The parsed TOML of a spec (sweep or kernel spec).
-
-    Args:
-        text: the TOML text.
-        source: where it came from (names it in the problem).
-        error: the spec's error class, built from a list of problem lines (default
-            :class:`SpecError`).
-
-    Returns:
-        The parsed table; invalid TOML raises ``error(["<source>: invalid TOML: ..."])``.
-    """
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise (error or SpecError)([f"{source}: invalid TOML: {e}"]) from None
-
-
-def read_spec_file(path: str | os.PathLike,
-                   error: Callable[[list[str]], Exception] | None = None) -> str:
-    """The text of a spec file (sweep or kernel spec).
-
-    Args:
-        path: the file.
-        error: the spec's error class, built from a list of problem lines (default
-            :class:`SpecError`).
-
-    Returns:
-        The file's text; an unreadable file raises ``error(["<path>: cannot read spec file
-        (<reason>)"])``.
-    """
-    try:
-        return Path(path).read_text()
-    except OSError as e:
-        raise (error or SpecError)([f"{path}: cannot read spec file ({e.strerror})"]) from None
-
-
 def _check_top(raw: Mapping[str, Any], cat: Catalogue, problems: list[str]
                ) -> tuple[dict[str, str | None], dict[str, dict]]:
     """Top-level keys and section types: (name/description/out -> str or None, section -> table)."""
@@ -556,7 +518,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     Raises:
         SpecError: listing every problem found, one line each.
     """
-    raw = parse_toml(text, source)
+    raw = schema.parse_toml(text, source, SpecError)
     problems: list[str] = []
     cat = {s: CATALOGUE[s] for s in CONFIG_SECTIONS}
     meta, sec_raw = _check_top(raw, cat, problems)
@@ -581,7 +543,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
 def load_spec(path: str | os.PathLike) -> Spec:
     """Read and validate a spec file (see :func:`parse_spec`)."""
-    return parse_spec(read_spec_file(path), str(Path(path)))
+    return parse_spec(schema.read_spec_file(path, SpecError), str(Path(path)))
 
 
 def _toml_value(v: Any) -> str:
