@@ -403,6 +403,30 @@ def _fill_for(dtype: np.dtype) -> tuple[np.dtype, Any]:
     return np.dtype(np.float64), np.nan
 
 
+def _attrs(header: dict[str, Any], ran: np.ndarray, chunks: list[dict[str, Any]]
+           ) -> dict[str, Any]:
+    """The dataset's attributes: the spec (JSON, TOML, hash), versions, run counts, chunks."""
+    attrs = {
+        "rnn_ntk_store_format": int(header.get("format", FORMAT)),
+        "name": str(header.get("name", "")),
+        "spec_json": canonical_json(header["spec"]),
+        "spec_toml": str(header.get("spec_toml", "")),
+        "spec_hash": str(header["spec_hash"]),
+        "versions": canonical_json(header.get("versions", {})),
+        "n_runs_planned": int(header.get("n_runs", int(ran.size))),
+        "n_runs_done": int(ran.sum()),
+        "chunks": canonical_json(sorted(m["name"] for m in chunks)),
+        "layout": ("dense over sweep axes; cells not run are NaN (float) / False (bool); "
+                   "'ran' marks finished runs; step is the union over buckets"),
+    }
+    for pkg, ver in header.get("versions", {}).items():
+        attrs[f"version_{pkg}"] = str(ver)
+    prec = header["spec"].get("train", {}).get("matmul_precision")
+    if prec is not None:  # absent in stores written before TrainConfig.matmul_precision existed
+        attrs["matmul_precision"] = prec if isinstance(prec, str) else canonical_json(prec)
+    return attrs
+
+
 def assemble(out_dir: str | os.PathLike) -> xr.Dataset:
     """Build the dense dataset from the header and the finished chunks (see the module docstring)."""
     out = Path(out_dir)
@@ -473,25 +497,7 @@ def assemble(out_dir: str | os.PathLike) -> xr.Dataset:
     coords["step"] = steps
     data_vars = {k: (tuple(ax_names) + tuple(var_dims[k]), v) for k, v in full.items()}
     data_vars["ran"] = (tuple(ax_names), ran)
-    attrs = {
-        "rnn_ntk_store_format": int(header.get("format", FORMAT)),
-        "name": str(header.get("name", "")),
-        "spec_json": canonical_json(header["spec"]),
-        "spec_toml": str(header.get("spec_toml", "")),
-        "spec_hash": str(header["spec_hash"]),
-        "versions": canonical_json(header.get("versions", {})),
-        "n_runs_planned": int(header.get("n_runs", int(ran.size))),
-        "n_runs_done": int(ran.sum()),
-        "chunks": canonical_json(sorted(m["name"] for m in chunks)),
-        "layout": ("dense over sweep axes; cells not run are NaN (float) / False (bool); "
-                   "'ran' marks finished runs; step is the union over buckets"),
-    }
-    for pkg, ver in header.get("versions", {}).items():
-        attrs[f"version_{pkg}"] = str(ver)
-    prec = header["spec"].get("train", {}).get("matmul_precision")
-    if prec is not None:  # absent in stores written before TrainConfig.matmul_precision existed
-        attrs["matmul_precision"] = prec if isinstance(prec, str) else canonical_json(prec)
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return xr.Dataset(data_vars, coords=coords, attrs=_attrs(header, ran, chunks))
 
 
 def consolidate(out_dir: str | os.PathLike) -> Path:
