@@ -44,3 +44,21 @@ def ci_results(tmp_path_factory):
         return root
 
     return get
+
+
+@pytest.fixture
+def rerun_changes_nothing():
+    """``check(exp, res, pattern="**/*") -> files``: the experiment's stored files under
+    ``res/exp.NAME`` matching ``pattern``, after checking that running ``exp`` again at scale
+    'ci' rewrites none of them and adds none (the resume rule: finished pieces are reused)."""
+    def stored(exp, res, pattern):
+        return sorted(p for p in (res / exp.NAME).glob(pattern) if p.is_file())
+
+    def check(exp, res, pattern="**/*"):
+        files = stored(exp, res, pattern)
+        stamps = [p.stat().st_mtime_ns for p in files]
+        exp.run(res, "ci")
+        assert stored(exp, res, pattern) == files
+        assert [p.stat().st_mtime_ns for p in files] == stamps
+        return files
+    return check

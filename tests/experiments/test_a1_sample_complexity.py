@@ -88,12 +88,9 @@ def test_sweep_piece_matches_direct_training(ci_results):
     assert not piece["diverged"].any()
 
 
-def test_end_to_end_ci(ci_results, tmp_path):
+def test_end_to_end_ci(ci_results, rerun_changes_nothing, tmp_path):
     res = ci_results(a1.NAME)                        # a1.run(res, "ci"), shared with other tests
-    stored = sorted(p for p in (res / a1.NAME).rglob("*") if p.is_file())
-    stamps = [p.stat().st_mtime_ns for p in stored]
-    a1.run(res, "ci")                                # resumable: nothing recomputed
-    assert [p.stat().st_mtime_ns for p in stored] == stamps
+    rerun_changes_nothing(a1, res)
     figs = a1.figures(res, tmp_path / "fig")
     assert figs and all(p.exists() for p in figs)
     cl = a1.claims(res)

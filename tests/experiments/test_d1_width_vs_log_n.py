@@ -108,7 +108,7 @@ def test_verdict_rules_and_interval():
     assert d1.interval(draws) == (-math.inf, math.inf)
 
 
-def test_ci_end_to_end(ci_results, tmp_path):
+def test_ci_end_to_end(ci_results, rerun_changes_nothing, tmp_path):
     import jax
 
     from rnn_ntk import load_results, sweep, tasks, train
@@ -142,10 +142,7 @@ def test_ci_end_to_end(ci_results, tmp_path):
         np.testing.assert_allclose(np.asarray(tasks.target_values(cfg.task, tp, data.x_test)),
                                    np.asarray(data.y_test), rtol=1e-5, atol=1e-6)
         assert tb["B"][i] == pytest.approx(float(tp["transport_bound"][0]), rel=1e-6)
-    mtimes = sorted(p.stat().st_mtime_ns for p in (res / d1.NAME).rglob("*") if p.is_file())
-    d1.run(res, "ci")                                                       # resumable: skipped
-    assert sorted(p.stat().st_mtime_ns for p in (res / d1.NAME).rglob("*") if p.is_file()) \
-        == mtimes
+    rerun_changes_nothing(d1, res)                                          # resumable: skipped
     paths = d1.figures(res, figs)
     assert len(paths) == 4 and all(p.exists() and p.stat().st_size > 0 for p in paths)
     cl = d1.claims(res)
