@@ -88,15 +88,28 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_OWNER))
 
 
+_ORIGINAL: dict[str, Any] = {}     # owner's value of each re-exported name before it was first set
+
+
 class _Package(types.ModuleType):
-    """Setting a re-exported name sets it in its owning module (where the code reads it)."""
+    """Setting a re-exported name sets it in its owning module (where the code reads it);
+    deleting it restores the owner's original value (so monkeypatching tools that undo by
+    delattr, e.g. pytest >= 9.2 for names absent from the package's own __dict__, work)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in _OWNER:
             super().__setattr__(name, value)
         elif not (isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}"):
-            setattr(_owner(name), name, value)
+            owner = _owner(name)
+            _ORIGINAL.setdefault(name, getattr(owner, name))
+            setattr(owner, name, value)
         # else: the import system binding submodule `execute`; the function keeps the name
+
+    def __delattr__(self, name: str) -> None:
+        if name in _OWNER and name in _ORIGINAL:
+            setattr(_owner(name), name, _ORIGINAL.pop(name))
+        else:
+            super().__delattr__(name)
 
 
 sys.modules[__name__].__class__ = _Package

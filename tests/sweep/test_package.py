@@ -6,6 +6,8 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import rnn_ntk.sweep.execute  # noqa: F401  (the submodule must not shadow the function execute)
 from rnn_ntk import sweep, train
 from rnn_ntk.sweep import cost
@@ -56,3 +58,18 @@ def test_setting_a_name_on_the_package_sets_it_where_it_is_read(monkeypatch):
     assert sweep.progress_every(cfg, "cpu") == 1        # now every log
     monkeypatch.undo()
     assert cost.PROGRESS_MIN_RUN_S == before and sweep.progress_every(cfg, "cpu") == 0
+
+
+def test_deleting_a_set_name_restores_the_owners_value():
+    """Undo by delattr (pytest >= 9.2's monkeypatch for names not in the package's __dict__):
+    the owning module gets its original value back, and the package reads it again."""
+    execute_mod = importlib.import_module("rnn_ntk.sweep.execute")     # the module, not the function
+    original = execute_mod.run_sweep
+    fake = object()
+    sweep.run_sweep = fake
+    assert execute_mod.run_sweep is fake and sweep.run_sweep is fake
+    sweep.run_sweep = object()                          # a second set keeps the first original
+    del sweep.run_sweep
+    assert execute_mod.run_sweep is original and sweep.run_sweep is original
+    with pytest.raises(AttributeError):
+        del sweep.run_sweep                             # nothing set: nothing to delete
