@@ -32,11 +32,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnn_ntk.progress import progress_hook, progress_listener
-from rnn_ntk.train import (TrainConfig, _check_choice, _check_int, _complete_hparams, check_hparams,
-                           make_train)
+from rnn_ntk import schema
+from rnn_ntk.train import TrainConfig, _complete_hparams, check_hparams, make_train
 # the one cost model (imports no other rnn_ntk module at import time)
 from rnn_ntk.sweep import cost
-from rnn_ntk.sweep.cost import run_bytes
 
 Array = jax.Array
 
@@ -120,9 +119,9 @@ class Layout:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
-        _check_int("n_devices", self.n_devices, 1)
-        _check_choice("strategy", self.strategy, ("map", "vmap"))
-        _check_int("batch_size", self.batch_size, 1)
+        schema.check_int("n_devices", self.n_devices, 1)
+        schema.require("strategy", self.strategy, schema.choice(("map", "vmap")))
+        schema.check_int("batch_size", self.batch_size, 1)
 
 
 def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
@@ -156,7 +155,7 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     if backend == "cpu":
         return Layout(D, "map", 1)
     mem = cost.device_memory(devices)
-    fit = max(1, int(cost.MEMORY_FRACTION * mem) // max(1, run_bytes(cfg)))
+    fit = max(1, int(cost.MEMORY_FRACTION * mem) // max(1, cost.run_bytes(cfg)))
     if fit >= per_dev:
         return Layout(D, "vmap", per_dev)
     return Layout(D, "map", fit)
@@ -304,7 +303,7 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
     hp = _complete_hparams(cfg, hparams, runs=R)
     layout = _checked_layout(cfg, layout, R)
     if progress is not None:
-        _check_int("progress_every", progress_every, 1)
+        schema.check_int("progress_every", progress_every, 1)
     devices = tuple(jax.devices()[:layout.n_devices])
     D = layout.n_devices
     Rp = -(-R // D) * D

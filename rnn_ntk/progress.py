@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_ntk.train import RunState, TrainConfig, _check_int
+from rnn_ntk import schema
+from rnn_ntk.train import RunState, TrainConfig
 
 Array = jax.Array
 
@@ -86,7 +87,7 @@ def progress_hook(cfg: TrainConfig, every: int) -> Callable[[Array, RunState, An
       ``lane`` (int, the tag passed to ``train(key, hparams, lane)``) did the steps since its
       previous report (over a run they sum to cfg.steps).
     """
-    _check_int("progress_every", every, 1)
+    schema.check_int("progress_every", every, 1)
     report = _progress_reporter(cfg.log_every, every)
     last = cfg.steps // cfg.log_every
 

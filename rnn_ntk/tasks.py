@@ -135,8 +135,6 @@ LINKS: dict[str, Callable[[Array], Array]] = {
 CONCEPT_PHIS: tuple[tuple[str, Callable[[Array], Array]], ...] = (
     ("square", jnp.square), ("sin", jnp.sin), ("cos", jnp.cos), ("exp", jnp.exp))
 
-_check_int = schema.check_int          # one integer check (numpy integers accepted, bools rejected)
-
 
 def _kind(v: Any) -> str:
     if not isinstance(v, str):

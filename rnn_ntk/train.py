@@ -89,13 +89,6 @@ DEFAULT_MOMENTUM = 0.9
 ADAM_B2 = 0.999
 
 
-_check_int = schema.check_int          # one integer check (numpy integers accepted, bools rejected)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    schema.require(name, value, schema.choice(choices))
-
-
 def _instance(cls: type, what: str) -> schema.Check:
     def check(v: Any) -> Any:
         if not isinstance(v, cls):
