@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Fit", "fit_line", "fit_power_law", "mean_sem", "verdict", "spearman",
+__all__ = ["Fit", "fit_line", "fit_power_law", "mean_sem", "verdict", "at_most", "at_least", "spearman",
            "bootstrap_seeds", "fit_rate", "combine"]
 
 
@@ -95,19 +95,47 @@ def mean_sem(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]
     return mean, sd / np.sqrt(np.maximum(n, 1))
 
 
-def verdict(estimate: float, interval: tuple[float, float], lo: float, hi: float) -> str:
-    """'agrees' when the estimate lies in the criterion [lo, hi]; 'disagrees' when its whole
-    uncertainty interval lies outside; 'inconclusive' otherwise (estimate outside, interval overlapping)."""
-    if lo > hi:
+def verdict(estimate: float, interval: tuple[float, float], lo: float = -math.inf,
+            hi: float = math.inf) -> str:
+    """The verdict of a criterion ``lo <= statistic <= hi`` on a measured statistic, symmetric in
+    its uncertainty: 'agrees' when the whole 95% interval (with the estimate) lies inside [lo, hi],
+    'disagrees' when it lies wholly outside, 'inconclusive' when it straddles a bound or anything
+    is not finite-or-infinite (NaN).
+
+    One-sided criteria ("at most", "does not grow") take lo = -inf (:func:`at_most`), "at least"
+    takes hi = inf (:func:`at_least`): an upper bound agrees only when the whole interval is below
+    it and disagrees only when the whole interval is above it.
+
+    Args:
+      estimate: the point estimate.
+      interval: its (low, high) 95% interval.
+      lo, hi: the criterion's bounds (lo <= hi; either may be infinite).
+
+    Returns:
+      'agrees', 'disagrees' or 'inconclusive'.
+    """
+    if not lo <= hi:
         raise ValueError(f"criterion needs lo <= hi, got [{lo}, {hi}]")
-    if not np.isfinite(estimate):
+    a, b = (float(v) for v in interval)
+    est = float(estimate)
+    if math.isnan(est) or math.isnan(a) or math.isnan(b):
         return "inconclusive"
-    if lo <= estimate <= hi:
+    a, b = min(a, b, est), max(a, b, est)
+    if lo <= a and b <= hi:
         return "agrees"
-    a, b = interval
     if b < lo or a > hi:
         return "disagrees"
     return "inconclusive"
+
+
+def at_most(estimate: float, interval: tuple[float, float], bound: float) -> str:
+    """:func:`verdict` of the one-sided criterion ``statistic <= bound`` (an upper bound)."""
+    return verdict(estimate, interval, -math.inf, bound)
+
+
+def at_least(estimate: float, interval: tuple[float, float], bound: float) -> str:
+    """:func:`verdict` of the one-sided criterion ``statistic >= bound`` (a lower bound)."""
+    return verdict(estimate, interval, bound, math.inf)
 
 
 def spearman(a, b) -> float:

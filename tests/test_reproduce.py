@@ -49,8 +49,10 @@ def test_every_experiment_follows_the_protocol_and_loads_once():
 
 def test_results_markdown_groups_by_experiment():
     rows = [Claim("K1", "kernel converges", "slope", "-0.50 ± 0.02", "[-0.65, -0.35]", "agrees"),
-            Claim("B1", "linear rate", "a|b", "x", "y", "disagrees")]
+            Claim("B1", "linear rate", "a|b", "x", "y", "disagrees", role="control")]
     md = results_markdown(rows)
     assert md.index("## K1") < md.index("## B1")
-    assert "| kernel converges | slope | -0.50 ± 0.02 | [-0.65, -0.35] | **agrees** |" in md
-    assert "a\\|b" in md
+    assert "| claim | kernel converges | slope | -0.50 ± 0.02 | [-0.65, -0.35] | **agrees** |" in md
+    assert "| control | linear rate | a\\|b |" in md
+    with pytest.raises(ValueError, match="role must be one of"):
+        Claim("B1", "c", "s", "v", "k", "agrees", role="paper")
