@@ -12,6 +12,16 @@ would otherwise exhaust Linux's vm.max_map_count (65530) and abort the session i
 import jax
 import pytest
 
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n``, ``--dist loadgroup``) each test file runs on one worker, so its
+    module-scoped fixtures (trained runs shared by a file's tests) are computed once; files that
+    share a session fixture's runs name one ``xdist_group`` explicitly (``pytestmark``)."""
+    for item in items:
+        if not any(True for _ in item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 2)
