@@ -128,6 +128,7 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
                   devices: list | None = None) -> Layout:
     """The default lane layout (rule measured with benchmarks/train_throughput.py --layouts).
 
+    Several processes (jax.distributed): all global devices whatever ``n_runs``.
     CPU: every host device (jax_num_cpu_devices) takes an equal share of the runs (never more
     devices than runs) and runs it with lax.map, one run per iteration (batch_size 1): each
     iteration is then exactly the single-run program, the fastest thing per core on XLA CPU
@@ -150,7 +151,9 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     """
     devices = jax.devices() if devices is None else devices
     backend = devices[0].platform if backend is None else backend
-    D = max(1, min(len(devices), n_runs))
+    # several processes: every global device, also for fewer runs (each process must feed its
+    # own devices' share of one program; the padding repeats the last run)
+    D = len(devices) if jax.process_count() > 1 else max(1, min(len(devices), n_runs))
     per_dev = -(-n_runs // D)
     if backend == "cpu":
         return Layout(D, "map", 1)
@@ -263,7 +266,23 @@ def _checked_layout(cfg: TrainConfig, layout: Layout | None, R: int) -> Layout:
     n_available = len(jax.devices())
     if layout.n_devices > n_available:
         raise ValueError(f"layout: n_devices={layout.n_devices} but only {n_available} devices")
+    if jax.process_count() > 1 and layout.n_devices != n_available:
+        raise ValueError(f"layout: n_devices={layout.n_devices}, but with several processes every "
+                         f"one of the {n_available} global devices takes lanes")
     return layout
+
+
+def _global_call(fn: Callable, devices: tuple, *args: Any) -> Any:
+    """Several processes: ``fn`` on the global mesh, inputs cut from the (identical) host arrays
+    of every process, outputs all-gathered to every process as numpy arrays."""
+    from jax.experimental import multihost_utils
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
+
+    def put(a: Any) -> Array:
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return multihost_utils.process_allgather(fn(*jax.tree.map(put, args)), tiled=True)
 
 
 def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
@@ -274,9 +293,9 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
 
     The runs are padded to a multiple of layout.n_devices (by repeating the last run; the padding
     is dropped) and sharded over a 1-D mesh 'runs' of the first n_devices devices with shard_map;
-    see :class:`Layout` and :func:`choose_layout`. (Single process: the inputs are host arrays.
-    Several hosts would use the same mesh over all global devices with inputs built by
-    jax.make_array_from_process_local_data.) Compiled programs are cached per (cfg, layout,
+    see :class:`Layout` and :func:`choose_layout`. Several processes
+    (:mod:`rnn_ntk.distributed`) call it alike: the mesh holds every global device, each process
+    feeds its own devices' lanes and gets all R runs' records back (numpy). Compiled programs are cached per (cfg, layout,
     hparam names); new hparam values or keys of the same R never recompile.
 
     Args:
@@ -314,11 +333,14 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
     fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
                   0 if progress is None else progress_every)
     args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
-    if D > 1:
+    run = fn
+    if jax.process_count() > 1:
+        run = functools.partial(_global_call, fn, devices)
+    elif D > 1:
         sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
         args = jax.device_put(args, sharding)
     if progress is None:
-        out = fn(*args)
+        out = run(*args)
     else:
         def report(lanes: np.ndarray, steps: int) -> None:
             lanes = lanes[lanes < R]
@@ -326,7 +348,7 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
                 progress(lanes, steps)
 
         with progress_listener(report):
-            out = jax.block_until_ready(fn(*args))
+            out = jax.block_until_ready(run(*args))
     if Rp != R:
         out = jax.tree.map(lambda a: a[:R], out)
     return out
