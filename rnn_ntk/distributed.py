@@ -251,7 +251,8 @@ def agree(payload: Mapping[str, Any], what: str = "spec") -> None:
     keys = sorted({k for i in odd for k in store.spec_diff(held[0], held[i])})
     raise MismatchError(
         f"the processes hold different {what}s: process{'es' if len(odd) > 1 else ''} "
-        f"{', '.join(map(str, odd))} of {len(hashes)} differ from process 0 in "
+        f"{', '.join(map(str, odd))} of {len(hashes)} differ{'' if len(odd) > 1 else 's'} "
+        f"from process 0 in "
         f"{', '.join(keys) or 'its hash'}; every process must run the same {what}", keys)
 
 
