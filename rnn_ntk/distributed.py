@@ -28,7 +28,7 @@ Start-up never hangs: :func:`initialize` arms a watchdog; a process that cannot 
 ``RNN_NTK_DIST_TIMEOUT``) writes one line to stderr and exits with status 1. (JAX itself would
 abort the process with a fatal-error stack trace after its own ``initialization_timeout``, set
 30 s later than the watchdog.) After start-up JAX's heartbeat (100 s) ends processes whose peer
-died.
+died, and a process waits at most the same timeout (+30 s) for the others when it exits.
 """
 from __future__ import annotations
 
@@ -166,7 +166,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     threading.Thread(target=watchdog, name="rnn_ntk.distributed watchdog", daemon=True).start()
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id,
-                                   initialization_timeout=int(math.ceil(timeout)) + _JAX_GRACE_S)
+                                   initialization_timeout=int(math.ceil(timeout)) + _JAX_GRACE_S,
+                                   shutdown_timeout_seconds=int(math.ceil(timeout)) + _JAX_GRACE_S)
     except ValueError as e:     # JAX: nothing given and no cluster detected
         raise DistributedError(
             f"no cluster detected ({str(e).splitlines()[0] if str(e) else 'jax'}): give the "
@@ -197,6 +198,11 @@ def is_writer() -> bool:
 # ----------------------------------------------------------------------------------------------
 # collectives on bytes (every process must call them, in the same order)
 
+def _padded(n: int) -> int:
+    """Buffer length for ``n`` bytes: a power of two >= 64, so few shapes ever compile."""
+    return 1 << max(6, (max(n, 1) - 1).bit_length())
+
+
 def _gather_rows(row: Any) -> Any:
     import numpy as np
     from jax.experimental import multihost_utils
@@ -209,7 +215,7 @@ def allgather_bytes(data: bytes) -> list[bytes]:
     if process_count() == 1:
         return [bytes(data)]
     lengths = _gather_rows(np.array([len(data)], np.int32)).reshape(-1)
-    size = max(1, int(lengths.max()))
+    size = _padded(int(lengths.max()))
     row = np.zeros(size, np.uint8)
     row[:len(data)] = np.frombuffer(bytes(data), np.uint8)
     rows = _gather_rows(row).reshape(len(lengths), size)
@@ -224,7 +230,7 @@ def broadcast_json(obj: Any = None) -> Any:
         return json.loads(json.dumps(obj))
     data = json.dumps(obj).encode() if is_writer() else b""
     n = int(np.asarray(multihost_utils.broadcast_one_to_all(np.array([len(data)], np.int32)))[0])
-    buf = np.zeros(max(1, n), np.uint8)
+    buf = np.zeros(_padded(n), np.uint8)
     if is_writer():
         buf[:n] = np.frombuffer(data, np.uint8)
     got = np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8)

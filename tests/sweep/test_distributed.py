@@ -2,6 +2,7 @@
 gloo collectives), checked against a one-process run of the same spec; spec agreement; start-up
 that cannot reach its coordinator. Plus the one-process behaviour of rnn_ntk.distributed."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -100,15 +101,22 @@ def _assert_same_store(a_dir, b_dir):
     assert np.isfinite(a["train_loss"].values).all()
 
 
-def test_two_processes_write_the_store_of_one_process_and_resume(tmp_path):
-    """The 2-process store equals the one-process store bit for bit (each lane runs the same
-    single-run program, lax.map over one CPU device, in both); process 1 never touches its
-    --out; --resume after losing a chunk retrains only that chunk, to the same store."""
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A one-process run (2 CPU devices) and a 2-process run (1 device each) of the same spec,
+    all three processes at once; process 1 is given its own --out, which it must never touch."""
+    tmp_path = tmp_path_factory.mktemp("dist")
     spec = _spec(tmp_path)
     ref, out, unused = tmp_path / "ref", tmp_path / "out", tmp_path / "not-written"
-    one = _cli(tmp_path, [spec, "--out", ref], _env(tmp_path, 2))   # concurrently: 2 cores
+    one = _cli(tmp_path, [spec, "--out", ref], _env(tmp_path, 2))
     pair = _pair(tmp_path, [spec, spec], [out, unused])
-    (rc_ref, o_ref, e_ref), (rc0, o0, e0), (rc1, o1, e1) = _wait([one, *pair])
+    return tmp_path, spec, ref, out, unused, _wait([one, *pair])
+
+
+def test_two_processes_write_the_store_of_one_process(runs):
+    """Bit for bit: each lane runs the same single-run program (lax.map on one CPU device) in
+    both runs; only the mesh's devices belong to two processes instead of one."""
+    _, _, ref, out, unused, [(rc_ref, _, e_ref), (rc0, o0, e0), (rc1, o1, e1)] = runs
     assert rc_ref == 0, e_ref
     assert (rc0, rc1) == (0, 0), (e0, e1)
     assert "4 runs in the store (4 trained now, 0 finished before)" in o0
@@ -117,8 +125,11 @@ def test_two_processes_write_the_store_of_one_process_and_resume(tmp_path):
     assert len(store.list_chunks(out)) == 2
     _assert_same_store(ref, out)
 
+
+def test_distributed_resume_retrains_only_the_lost_chunk(runs):
+    tmp_path, spec, ref, out, unused, done = runs
+    assert [rc for rc, _, _ in done] == [0, 0, 0]
     lost = sorted((out / store.CHUNKS).iterdir())[0]
-    import shutil
     shutil.rmtree(lost)
     (rc0, o0, e0), (rc1, _, e1) = _wait(_pair(tmp_path, [spec, spec], [out, unused],
                                               "--resume"))
