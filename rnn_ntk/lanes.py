@@ -157,7 +157,8 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     per_dev = -(-n_runs // D)
     if backend == "cpu":
         return Layout(D, "map", 1)
-    mem = cost.device_memory(devices)
+    here = [d for d in devices if getattr(d, "process_index", 0) == jax.process_index()]
+    mem = cost.device_memory(here or devices)      # this process's devices report memory
     fit = max(1, int(cost.MEMORY_FRACTION * mem) // max(1, cost.run_bytes(cfg)))
     if fit >= per_dev:
         return Layout(D, "vmap", per_dev)
@@ -260,7 +261,11 @@ def _key_data(keys: Array) -> tuple[str | None, Array]:
 
 def _checked_layout(cfg: TrainConfig, layout: Layout | None, R: int) -> Layout:
     if layout is None:
-        return choose_layout(cfg, R)
+        layout = choose_layout(cfg, R)
+        if jax.process_count() > 1:    # one program on all processes: process 0's layout
+            from rnn_ntk.distributed import broadcast_json
+            layout = Layout(**broadcast_json(dataclasses.asdict(layout)))
+        return layout
     if not isinstance(layout, Layout):
         raise ValueError(f"layout must be a Layout, got {layout!r}")
     n_available = len(jax.devices())
