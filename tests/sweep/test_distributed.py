@@ -126,6 +126,7 @@ def test_two_processes_write_the_store_of_one_process(runs):
     _assert_same_store(ref, out)
 
 
+@pytest.mark.slow   # a second 2-process run (~20 CPU-s per process, like the first)
 def test_distributed_resume_retrains_only_the_lost_chunk(runs):
     tmp_path, spec, ref, out, unused, done = runs
     assert [rc for rc, _, _ in done] == [0, 0, 0]
