@@ -169,8 +169,27 @@ def test_unreachable_coordinator_exits_quickly_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_no_cluster_and_no_settings_exit_1_with_one_line(tmp_path):
+    env = {k: v for k, v in _env(tmp_path, 1).items()
+           if not k.startswith(("SLURM_", "OMPI_", "PMI_", "TPU_", "RNN_NTK_"))}
+    p = _cli(tmp_path, [_spec(tmp_path), "--out", tmp_path / "out", "--distributed"], env)
+    [(rc, _, err)] = _wait([p], timeout=100)
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no cluster detected" in lines[0], err
+    assert "--coordinator" in lines[0] and "RNN_NTK_COORDINATOR" in lines[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # one process (no cluster): settings are checked before anything starts
+
+
+def test_initialize_after_jax_started_is_refused():
+    import jax
+    jax.devices()                              # the backend runs: too late for jax.distributed
+    with pytest.raises(distributed.DistributedError, match="first JAX call"):
+        distributed.initialize("127.0.0.1:1", 2, 0, timeout_s=5)
+    assert distributed.process_count() == 1
 
 
 @pytest.mark.parametrize("kw, match", [
