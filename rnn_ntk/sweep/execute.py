@@ -216,7 +216,7 @@ def prepare_distributed(spec: Spec, out_dir: str | os.PathLike, *, resume: bool 
             plan = make_plan(spec, max_memory=got["max_memory"], done=done,
                              groups=got["groups"])
         dist.agree({"chunks": [[c.name, c.size] for c in plan.chunks],
-                           "programs": [p.id for p in plan.programs]}, "plan")
+                    "programs": [p.id for p in plan.programs]}, "plan")
         yield plan, got["note"]
 
 
