@@ -1,6 +1,7 @@
 """The ``rnn-ntk`` command line: the only place that parses arguments, prints or exits.
 
     rnn-ntk run FILE [--out DIR] [--resume] [--max-memory SIZE]
+                [--distributed [--coordinator HOST:PORT --num-processes N --process-id I]]
     rnn-ntk validate FILE [--max-memory SIZE]
     rnn-ntk demo [--out DIR] [--resume]
     rnn-ntk reproduce [NAME ...] [--scale ci|default|large] [--results DIR] [--figures DIR]
@@ -98,12 +99,16 @@ def _spec_and_budget(args: argparse.Namespace):
     return (spec, mm) if ok else None
 
 
-def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool) -> int:
+def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool,
+              distributed: bool = False) -> int:
     """Plan (exit 2 if invalid, nothing written), take the out dir's writer lock (exit 1 if
     another writer holds it), open the store and run the chunks under a tqdm bar of training
-    run-steps (ETA; chunk count in the postfix; disabled when stderr is not a terminal)."""
+    run-steps (ETA; chunk count in the postfix; disabled when stderr is not a terminal).
+    ``distributed``: jax.distributed is running; process 0 plans, writes and reports."""
     from rnn_ntk import store, sweep
     setup_jax(x64 or "float64" in spec.dtypes)
+    if distributed:
+        return _run_distributed(spec, out, resume=resume, max_memory=max_memory)
     try:
         plan = sweep.make_plan(spec, max_memory=max_memory)
     except sweep.SpecError as e:
@@ -118,22 +123,52 @@ def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool
     except store.StoreError as e:
         _err(str(e))
         return EXIT_FAIL
-    print(f"{spec.name}: {summary.n_runs} runs in the store ({summary.n_trained} trained now, "
-          f"{summary.n_skipped} finished before), {summary.n_diverged} diverged, wall time "
-          f"{summary.wall_s:.1f} s; results: {summary.results}")
+    _print_summary(spec, summary)
     return EXIT_OK
 
 
-def _execute_with_bar(spec, plan, out: str):
+def _print_summary(spec, summary) -> None:
+    print(f"{spec.name}: {summary.n_runs} runs in the store ({summary.n_trained} trained now, "
+          f"{summary.n_skipped} finished before), {summary.n_diverged} diverged, wall time "
+          f"{summary.wall_s:.1f} s; results: {summary.results}")
+
+
+def _run_distributed(spec, out: str, *, resume: bool, max_memory: int | None) -> int:
+    """:func:`_run_spec` on several processes: the same exit status on every process; process 0
+    alone holds the lock, writes the store and prints."""
+    from rnn_ntk import distributed, store, sweep
+    from rnn_ntk.sweep.execute import prepare_distributed
+    writer = distributed.is_writer()
+    try:
+        with prepare_distributed(spec, out, resume=resume, max_memory=max_memory) as (plan, note):
+            if note and writer:
+                print(f"rnn-ntk: note: {note}", file=sys.stderr)
+            summary = _execute_with_bar(spec, plan, out, show=writer)
+    except sweep.SpecError as e:
+        _print_problems(e.problems)
+        return EXIT_USAGE
+    except distributed.MismatchError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except (store.StoreError, distributed.DistributedError) as e:
+        _err(str(e))
+        return EXIT_FAIL
+    if writer:
+        _print_summary(spec, summary)
+    return EXIT_OK
+
+
+def _execute_with_bar(spec, plan, out: str, show: bool = True):
     from tqdm import tqdm
 
     from rnn_ntk import sweep
     todo = sum(len(c.runs) for c in plan.chunks)
-    print(f"rnn-ntk: {spec.name}: {len(plan.runs)} runs, {len(plan.programs)} program(s), "
-          f"{len(plan.chunks)} chunk(s) to run ({todo} runs; {plan.n_done} already finished) "
-          f"-> {out}", file=sys.stderr)
+    if show:
+        print(f"rnn-ntk: {spec.name}: {len(plan.runs)} runs, {len(plan.programs)} program(s), "
+              f"{len(plan.chunks)} chunk(s) to run ({todo} runs; {plan.n_done} already "
+              f"finished) -> {out}", file=sys.stderr)
     bar = tqdm(total=plan.steps_todo, unit="step", unit_scale=True, desc=spec.name,
-               disable=None, file=sys.stderr, dynamic_ncols=True)
+               disable=None if show else True, file=sys.stderr, dynamic_ncols=True)
     done = {"chunks": 0, "runs": 0}
 
     def postfix() -> str:
@@ -176,15 +211,84 @@ def _add_run(p: argparse.ArgumentParser) -> None:
                         "that do not fit are split into chunks")
     p.add_argument("--x64", action="store_true",
                    help="enable float64 in JAX (automatic when the spec asks for dtype float64)")
+    g = p.add_argument_group(
+        "several processes (jax.distributed)",
+        "Start the same command once per process (srun, a TPU pod's workers, or by hand). "
+        "Without the three settings JAX detects the cluster (Slurm, Open MPI, Cloud TPU); "
+        "env RNN_NTK_COORDINATOR, RNN_NTK_NUM_PROCESSES, RNN_NTK_PROCESS_ID stand in for "
+        "them. Process 0 writes DIR; a process that cannot join within RNN_NTK_DIST_TIMEOUT "
+        "seconds (default 120) exits 1.")
+    g.add_argument("--distributed", action="store_true",
+                   help="one sweep over the devices of all processes")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="address of process 0, where it serves the coordinator")
+    g.add_argument("--num-processes", metavar="N", type=int, help="number of processes")
+    g.add_argument("--process-id", metavar="I", type=int, help="this process's id in [0, N)")
+
+
+def _dist_timeout(message: str) -> None:
+    """The start-up watchdog's last word (from its thread; the main thread is stuck in JAX)."""
+    _err(message)
+    sys.stderr.flush()
+    os._exit(EXIT_FAIL)
+
+
+def _start_distributed(args: argparse.Namespace) -> int:
+    """jax.distributed first (before any other JAX call); returns an exit status, 0 when up."""
+    from rnn_ntk import distributed
+    setup_jax()        # the CPU device count: before the backend starts
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                               on_timeout=_dist_timeout)
+    except distributed.DistributedError as e:
+        _err(str(e))
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    given = [f for f, v in (("--coordinator", args.coordinator),
+                            ("--num-processes", args.num_processes),
+                            ("--process-id", args.process_id)) if v is not None]
+    if given and not args.distributed:
+        _err(f"{', '.join(given)}: only with --distributed")
+        return EXIT_USAGE
+    if args.distributed:
+        ok, mm = _max_memory(args)
+        if not ok:
+            return EXIT_USAGE
+        code = _start_distributed(args)
+        if code:
+            return code
+        return _cmd_run_distributed(args, mm)
     got = _spec_and_budget(args)
     if got is None:
         return EXIT_USAGE
     spec, mm = got
     out = args.out or spec.out or str(Path("results") / spec.name)
     return _run_spec(spec, out, resume=args.resume, max_memory=mm, x64=args.x64)
+
+
+def _cmd_run_distributed(args: argparse.Namespace, mm: int | None) -> int:
+    """After jax.distributed is up: load the spec and check that every process holds the same
+    one (valid or not) before anything else, so that all exit alike (2 on a mismatch, naming
+    the keys)."""
+    from rnn_ntk import distributed, sweep
+    try:
+        spec, problems = sweep.load_spec(args.file), []
+    except sweep.SpecError as e:
+        spec, problems = None, e.problems
+    try:
+        distributed.agree({"spec": spec.resolved} if spec else {"invalid spec": problems})
+    except distributed.MismatchError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    if spec is None:
+        _print_problems(problems)
+        return EXIT_USAGE
+    out = args.out or spec.out or str(Path("results") / spec.name)
+    return _run_spec(spec, out, resume=args.resume, max_memory=mm, x64=args.x64,
+                     distributed=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
                   devices: list | None = None) -> Layout:
     """The default lane layout (rule measured with benchmarks/train_throughput.py --layouts).
 
+    Several processes (jax.distributed): all global devices whatever ``n_runs``.
     CPU: every host device (jax_num_cpu_devices) takes an equal share of the runs (never more
     devices than runs) and runs it with lax.map, one run per iteration (batch_size 1): each
     iteration is then exactly the single-run program, the fastest thing per core on XLA CPU
@@ -150,11 +151,14 @@ def choose_layout(cfg: TrainConfig, n_runs: int, *, backend: str | None = None,
     """
     devices = jax.devices() if devices is None else devices
     backend = devices[0].platform if backend is None else backend
-    D = max(1, min(len(devices), n_runs))
+    # several processes: every global device, also for fewer runs (each process must feed its
+    # own devices' share of one program; the padding repeats the last run)
+    D = len(devices) if jax.process_count() > 1 else max(1, min(len(devices), n_runs))
     per_dev = -(-n_runs // D)
     if backend == "cpu":
         return Layout(D, "map", 1)
-    mem = cost.device_memory(devices)
+    here = [d for d in devices if getattr(d, "process_index", 0) == jax.process_index()]
+    mem = cost.device_memory(here or devices)      # this process's devices report memory
     fit = max(1, int(cost.MEMORY_FRACTION * mem) // max(1, cost.run_bytes(cfg)))
     if fit >= per_dev:
         return Layout(D, "vmap", per_dev)
@@ -257,13 +261,33 @@ def _key_data(keys: Array) -> tuple[str | None, Array]:
 
 def _checked_layout(cfg: TrainConfig, layout: Layout | None, R: int) -> Layout:
     if layout is None:
-        return choose_layout(cfg, R)
+        layout = choose_layout(cfg, R)
+        if jax.process_count() > 1:    # one program on all processes: process 0's layout
+            from rnn_ntk.distributed import broadcast_json
+            layout = Layout(**broadcast_json(dataclasses.asdict(layout)))
+        return layout
     if not isinstance(layout, Layout):
         raise ValueError(f"layout must be a Layout, got {layout!r}")
     n_available = len(jax.devices())
     if layout.n_devices > n_available:
         raise ValueError(f"layout: n_devices={layout.n_devices} but only {n_available} devices")
+    if jax.process_count() > 1 and layout.n_devices != n_available:
+        raise ValueError(f"layout: n_devices={layout.n_devices}, but with several processes every "
+                         f"one of the {n_available} global devices takes lanes")
     return layout
+
+
+def _global_call(fn: Callable, devices: tuple, *args: Any) -> Any:
+    """Several processes: ``fn`` on the global mesh, inputs cut from the (identical) host arrays
+    of every process, outputs all-gathered to every process as numpy arrays."""
+    from jax.experimental import multihost_utils
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
+
+    def put(a: Any) -> Array:
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return multihost_utils.process_allgather(fn(*jax.tree.map(put, args)), tiled=True)
 
 
 def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
@@ -274,9 +298,9 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
 
     The runs are padded to a multiple of layout.n_devices (by repeating the last run; the padding
     is dropped) and sharded over a 1-D mesh 'runs' of the first n_devices devices with shard_map;
-    see :class:`Layout` and :func:`choose_layout`. (Single process: the inputs are host arrays.
-    Several hosts would use the same mesh over all global devices with inputs built by
-    jax.make_array_from_process_local_data.) Compiled programs are cached per (cfg, layout,
+    see :class:`Layout` and :func:`choose_layout`. Several processes
+    (:mod:`rnn_ntk.distributed`) call it alike: the mesh holds every global device, each process
+    feeds its own devices' lanes and gets all R runs' records back (numpy). Compiled programs are cached per (cfg, layout,
     hparam names); new hparam values or keys of the same R never recompile.
 
     Args:
@@ -314,11 +338,14 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
     fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
                   0 if progress is None else progress_every)
     args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
-    if D > 1:
+    run = fn
+    if jax.process_count() > 1:
+        run = functools.partial(_global_call, fn, devices)
+    elif D > 1:
         sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
         args = jax.device_put(args, sharding)
     if progress is None:
-        out = fn(*args)
+        out = run(*args)
     else:
         def report(lanes: np.ndarray, steps: int) -> None:
             lanes = lanes[lanes < R]
@@ -326,7 +353,7 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
                 progress(lanes, steps)
 
         with progress_listener(report):
-            out = jax.block_until_ready(fn(*args))
+            out = jax.block_until_ready(run(*args))
     if Rp != R:
         out = jax.tree.map(lambda a: a[:R], out)
     return out

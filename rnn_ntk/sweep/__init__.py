@@ -66,7 +66,7 @@ _EXPORTS = {
              "TARGET_CHUNK_S", "MEMORY_FRACTION", "PROGRESS_INTERVAL_S", "PROGRESS_MIN_RUN_S",
              "compile_seconds", "run_flops", "run_seconds", "progress_every", "output_bytes",
              "run_bytes", "device_memory", "memory_source", "available_memory", "parse_size"),
-    "execute": ("run_chunk", "Summary", "prepare", "execute", "run_sweep"),
+    "execute": ("run_chunk", "Summary", "prepare", "prepare_distributed", "execute", "run_sweep"),
     "demo": ("DEMO_SPEC", "demo_spec"),
 }
 _OWNER = {name: module for module, names in _EXPORTS.items() for name in names}

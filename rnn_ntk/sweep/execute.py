@@ -3,23 +3,31 @@
 One writer per output directory: :func:`run_sweep` (and the CLI) hold
 :func:`rnn_ntk.store.lock_store` from opening the store to the last chunk. Nothing here prints:
 callers follow progress through ``on_chunk`` (per chunk) and ``on_step`` (run-steps).
+
+Several processes (``run_sweep(..., distributed=True)``, :mod:`rnn_ntk.distributed`): every
+process runs every chunk (its lanes over the devices of all processes); process 0 alone holds
+the lock, plans what remains, writes and consolidates the store (why: see
+:mod:`rnn_ntk.distributed`); the others wait for each write.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from rnn_ntk import distributed as dist
 from rnn_ntk import store, train
 from rnn_ntk.sweep import cost
-from rnn_ntk.sweep.plan import Chunk, Plan, Program, Run, fixed_lanes, lane_values, make_plan
-from rnn_ntk.sweep.spec import Spec
+from rnn_ntk.sweep.plan import (Chunk, Plan, Program, Run, expand_runs, fixed_lanes, lane_values,
+                                make_plan)
+from rnn_ntk.sweep.spec import Spec, SpecError
 
-__all__ = ["run_chunk", "Summary", "prepare", "execute", "run_sweep"]
+__all__ = ["run_chunk", "Summary", "prepare", "prepare_distributed", "execute", "run_sweep"]
 
 _PARAM_DIMS = {"W": ("unit", "unit_in"), "U": ("unit", "input"), "b": ("unit",),
                "v": ("unit", "output")}
@@ -99,7 +107,7 @@ def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = 
 
     on_step(n): n more run-steps done (padding lanes not counted), from device threads, one call
     at a time, every :func:`cost.progress_every` logs of each run (or once, at the chunk's end,
-    for short runs); the calls sum to len(chunk.runs) * steps."""
+    for short runs and with several processes); the calls sum to len(chunk.runs) * steps."""
     import jax
     import jax.numpy as jnp
     p = plan.programs[chunk.program]
@@ -107,7 +115,8 @@ def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = 
     padded = runs + [runs[-1]] * (chunk.size - len(runs))
     keys = jnp.stack([train.run_key(r.seed, r.key_coords) for r in padded])
     hp = _lane_hparams(plan, p, padded)
-    every = cost.progress_every(p.cfg, plan.backend) if on_step is not None else 0
+    every = (cost.progress_every(p.cfg, plan.backend)
+             if on_step is not None and jax.process_count() == 1 else 0)
 
     def report(lanes: np.ndarray, steps: int) -> None:   # filler lanes (index >= runs) are dropped
         n = int(np.count_nonzero(lanes < len(runs)))
@@ -152,15 +161,63 @@ def prepare(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
 
 
 def _summary(plan: Plan, out_dir: str | os.PathLike, n_trained: int, t0: float) -> Summary:
-    """Consolidate the store and count its runs and diverged runs."""
-    path = store.consolidate(out_dir)
-    ds = store.load_results(out_dir)
-    n_div = 0
-    if "diverged" in ds:
-        n_div = int((ds["diverged"].any("step") & ds["ran"]).sum())
-    return Summary(n_runs=int(ds["ran"].sum()), n_trained=n_trained, n_skipped=plan.n_done,
+    """Consolidate the store and count its runs and diverged runs (process 0; the counts are
+    broadcast to the other processes)."""
+    def counts() -> tuple[int, int, str]:
+        path = store.consolidate(out_dir)
+        ds = store.load_results(out_dir)
+        n_div = 0
+        if "diverged" in ds:
+            n_div = int((ds["diverged"].any("step") & ds["ran"]).sum())
+        return int(ds["ran"].sum()), n_div, str(path)
+
+    n_runs, n_div, path = dist.from_writer(counts, (store.StoreError,))
+    return Summary(n_runs=n_runs, n_trained=n_trained, n_skipped=plan.n_done,
                    n_diverged=n_div, wall_s=time.perf_counter() - t0, out=Path(out_dir),
-                   results=path)
+                   results=Path(path))
+
+
+@contextlib.contextmanager
+def prepare_distributed(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
+                        max_memory: int | None = None) -> Iterator[tuple[Plan, str | None]]:
+    """:func:`prepare` for several processes (a collective: every process enters it alike).
+
+    Checks that every process holds the same spec, then process 0 plans, takes the store's lock
+    (held until the block ends), opens the store (its done set on ``resume``) and broadcasts
+    what remains (its memory budget, width groups and the runs to do); the others rebuild the
+    same plan from it, and all check they agree on the chunks. Errors are raised on every
+    process alike. One process: the same as locking and :func:`prepare`.
+
+    Yields:
+      (plan of what remains, the lock's note or None: a stale lock taken over).
+
+    Raises:
+      MismatchError: processes hold different specs (naming the keys) or plans.
+      SpecError: the spec is invalid (on process 0's budget); StoreError: the store is refused.
+    """
+    dist.agree({"spec": spec.resolved}, "spec")
+    with contextlib.ExitStack() as stack:
+        mine: list[Plan] = []
+
+        def plan_on_writer() -> dict[str, Any]:
+            plan = make_plan(spec, max_memory=max_memory)
+            lock = stack.enter_context(store.lock_store(out_dir))
+            plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
+            mine.append(plan)
+            return {"max_memory": plan.max_memory, "groups": plan.groups, "note": lock.note,
+                    "todo": sorted(i for c in plan.chunks for i in c.runs)}
+
+        got = dist.from_writer(plan_on_writer, (SpecError, store.StoreError))
+        if mine:
+            plan = mine[0]
+        else:
+            todo = set(got["todo"])
+            done = [r.coords for i, r in enumerate(expand_runs(spec)) if i not in todo]
+            plan = make_plan(spec, max_memory=got["max_memory"], done=done,
+                             groups=got["groups"])
+        dist.agree({"chunks": [[c.name, c.size] for c in plan.chunks],
+                    "programs": [p.id for p in plan.programs]}, "plan")
+        yield plan, got["note"]
 
 
 def execute(plan: Plan, out_dir: str | os.PathLike, *,
@@ -179,10 +236,11 @@ def execute(plan: Plan, out_dir: str | os.PathLike, *,
         p = plan.programs[chunk.program]
         data, dims = run_chunk(plan, chunk, on_step)
         coords = [plan.runs[i].coords for i in chunk.runs]
-        store.write_chunk(out_dir, chunk.name, coords, data, dims,
-                          np.arange(p.cfg.n_logs) * p.cfg.log_every,
-                          info={"program": p.id, "array_width": p.cfg.width_array,
-                                "seconds": round(time.perf_counter() - t, 3)})
+        info = {"program": p.id, "array_width": p.cfg.width_array,
+                "seconds": round(time.perf_counter() - t, 3)}
+        dist.from_writer(lambda: str(store.write_chunk(  # process 0 writes, all wait
+            out_dir, chunk.name, coords, data, dims, np.arange(p.cfg.n_logs) * p.cfg.log_every,
+            info=info)), (store.StoreError,))
         n_trained += len(chunk.runs)
         if on_chunk is not None:
             on_chunk(chunk, time.perf_counter() - t)
@@ -192,10 +250,26 @@ def execute(plan: Plan, out_dir: str | os.PathLike, *,
 def run_sweep(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
               max_memory: int | None = None,
               on_chunk: Callable[[Chunk, float], None] | None = None,
-              on_step: Callable[[int], None] | None = None) -> Summary:
+              on_step: Callable[[int], None] | None = None,
+              distributed: bool = False) -> Summary:
     """:func:`prepare` then :func:`execute`, holding the store's lock throughout (a second
-    writer on ``out_dir`` gets StoreError; nothing is written when the spec is invalid)."""
+    writer on ``out_dir`` gets StoreError; nothing is written when the spec is invalid).
+
+    ``distributed``: one sweep over several JAX processes, every process calling this alike:
+    :func:`rnn_ntk.distributed.initialize` (settings from RNN_NTK_COORDINATOR, ... or a
+    detected cluster; a no-op when already initialised, which must happen before any other JAX
+    call), then :func:`prepare_distributed` and :func:`execute`; process 0 writes ``out_dir``.
+    Without it, a process of a multi-process JAX run is refused (ValueError)."""
+    if distributed:
+        dist.initialize()
+        with prepare_distributed(spec, out_dir, resume=resume, max_memory=max_memory) as got:
+            return execute(got[0], out_dir, on_chunk=on_chunk, on_step=on_step)
+    import jax
+    if jax.process_count() > 1:
+        raise ValueError(f"run_sweep: this is one of {jax.process_count()} JAX processes; pass "
+                         f"distributed=True (every process) so that process 0 alone writes")
     plan = make_plan(spec, max_memory=max_memory)
     with store.lock_store(out_dir):
         plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
         return execute(plan, out_dir, on_chunk=on_chunk, on_step=on_step)
+
