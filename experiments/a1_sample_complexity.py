@@ -122,9 +122,11 @@ def model_config(width: int) -> model.RNNConfig:
     return model.RNNConfig.paper(width=width, input_dim=INPUT_DIM, readout="all")
 
 
-def task_config(n_train: int, n_test: int, length: int = LENGTH) -> tasks.TaskConfig:
+def task_config(n_train: int, n_test: int, length: int = LENGTH,
+                n_terms: int = N_TERMS) -> tasks.TaskConfig:
+    """The concept task of A1 (and, with its own length and n_terms, of A2)."""
     return tasks.TaskConfig(kind="concept", n_train=n_train, n_test=n_test, length=length,
-                            input_dim=INPUT_DIM, target="all", n_terms=N_TERMS)
+                            input_dim=INPUT_DIM, target="all", n_terms=n_terms)
 
 
 def kernel_regression_errors(H, Ht, y_NT, yt_NT, ns, jitter: float = JITTER) -> np.ndarray:

@@ -73,8 +73,8 @@ def test_a1_stale_piece_of_the_same_name_is_not_read(tmp_path, stub_a1, monkeypa
 @pytest.fixture
 def stub_a2(monkeypatch):
     monkeypatch.setattr(a2.a1, "ntk_lr", lambda *a, length=6, **k: 1.0 / length)
-    monkeypatch.setattr(a2, "_kernel_piece", lambda st, L: np.full(
-        (st.seeds, len(st.ns), L), TAG[_scale_of(st, a2.SETTINGS)]))
+    monkeypatch.setattr(a2, "_kernel_piece", lambda st: np.full(
+        (st.seeds, len(st.ns), max(st.lengths)), TAG[_scale_of(st, a2.SETTINGS)]))
     monkeypatch.setattr(sweep, "run_sweep", lambda spec, out, **k: None)
     seen = {}
 
