@@ -27,7 +27,8 @@ predicted positions t = 2..T); model ``RNNConfig.paper`` (readout 'all', only W 
   (readout 'last' on x[:, :t]; equal to the block Theta(t, t) of readout 'all' because the RNN is
   causal; tested), ``prefix_position_errors``. A position's error depends on t only, not on L, so
   one float64 draw of the longest length per seed serves every L (L reads positions 2..L+1), and
-  the prefix kernels cost O(n^2) memory (sub-blocks give the smaller n of the grid); n reaches 1024 at default scale, 16384 at 'large'.
+  the prefix kernels cost O(n^2) memory (sub-blocks give the smaller n of the grid); n reaches
+  1024 at default scale, 16384 at 'large'.
 
 Statistics (both arms, same rule): for each position t, N_t = the n at which the seed-mean error
 curve e_t(n) first reaches E_STAR = 0.5, interpolated log-log between the bracketing grid points
