@@ -151,7 +151,7 @@ def kernel_sgd_predictions(K_tr, K_te, y_NT, f0_tr, f0_te, order, lr: float) -> 
     """Test predictions (n_test, T) of one pass of online SGD (batch 1, loss (1/2) sum_{t>=2} r_t^2)
     on the linear model whose tangent kernel is K, started from the function f0: the function-space
     form of SGD on a linearised network,
-        f_k = f_{k-1} - lr K(., x_i) r_i,   r_i = (f_{k-1}(x_i) - y_i) at positions t >= 2 (0 at t=1),
+        f_k = f_{k-1} - lr K(., x_i) r_i,   r_i = f_{k-1}(x_i) - y_i at t >= 2 (0 at t = 1),
     visiting the training sequences in ``order`` (each index once per visit).
 
     Args:
@@ -167,7 +167,8 @@ def kernel_sgd_predictions(K_tr, K_te, y_NT, f0_tr, f0_te, order, lr: float) -> 
     y, f0 = np.asarray(y_NT, np.float64), np.asarray(f0_tr, np.float64)
     if K_tr.shape != y.shape + y.shape or K_te.shape[1:] != K_tr.shape[1:] or f0.shape != y.shape:
         raise ValueError(f"kernel_sgd_predictions: shapes K_tr {K_tr.shape}, K_te {K_te.shape}, "
-                         f"y {y.shape}, f0_tr {f0.shape} do not fit (n, T, n, T), (n_test, T, n, T)")
+                         f"y {y.shape}, f0_tr {f0.shape} do not fit (n, T, n, T), "
+                         f"(n_test, T, n, T)")
     alpha = np.zeros_like(y)                              # (n, T) coefficients of K(., x_i)
     for i in np.asarray(order, dtype=np.int64):
         r = f0[i] + np.einsum("tjs,js->t", K_tr[i], alpha) - y[i]
@@ -340,7 +341,8 @@ def claims(results_dir) -> list[Claim]:
     v11 = stats.combine([stats.verdict(f.slope, f.ci95, -0.2, 0.2) for f in fits])
     out.append(Claim(NAME, "test-error curves for different widths nearly coincide (stronger "
                      "than the paper's bound, which only limits growth with m)",
-                     "log-log slope of test error vs m, per N", txt, "every N: slope in [-0.2, 0.2]",
+                     "log-log slope of test error vs m, per N", txt,
+                     "every N: slope in [-0.2, 0.2]",
                      v11, role="extra"))
     wmax = max(fits, key=lambda f: f.ci95[1])
     out.append(Claim(NAME, "larger width never hurts (sample complexity at most polylog in m)",
