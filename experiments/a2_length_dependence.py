@@ -54,7 +54,9 @@ Issue 15 changes (decided before the default run; the reasons)
 
 Cost: one RNN run of N = 2000 steps at T = 33 takes ~2.3 s at m = 128, 4.5 s at m = 256 on one
 core (float32, after a 6-11 s compilation); the kernel arm ~5 s CPU per position at n = 2048 with
-500 test sequences, ~1.5 s at n = 1024 (32 positions, 2 seeds: ~2 min CPU at default).
+500 test sequences, ~1.5 s at n = 1024 (32 positions, 2 seeds: ~2 min CPU at default, an estimate from a quiet-ish
+box; the first default run had used 4.3 min CPU, still in the kernel arm, after 55 min wall at
+load 25-42, and was stopped).
 
 Agreement criteria (fixed before the default run)
 -------------------------------------------------
