@@ -1,6 +1,8 @@
 """A1 (sample complexity vs width): the pieces against independent computations, and the experiment
 end to end at scale 'ci'."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -34,6 +36,64 @@ def test_kernel_regression_errors_match_flat_regression():
         p = p.reshape(nt, T - 1)
         want = np.mean((p - yt[:, 1:]) ** 2, axis=0) / np.var(yt[:, 1:], axis=0)
         np.testing.assert_allclose(row, want, rtol=1e-6)
+
+
+def test_kernel_sgd_is_sgd_on_explicit_features():
+    # a linear model f(x)_t = <phi_t(x), w> + f0(x)_t has tangent kernel K = phi phi^T; one pass of
+    # SGD on w (loss (1/2) sum_{t>=2} r_t^2) in parameter space gives the same test predictions
+    rng = np.random.default_rng(1)
+    n, nt, T, P = 9, 5, 4, 7
+    F = rng.normal(size=(n + nt, T, P))
+    y, f0 = rng.normal(size=(n, T)), rng.normal(size=(n + nt, T))
+    order, lr = rng.permutation(n), 0.03
+    w = np.zeros(P)
+    for i in order:
+        r = F[i] @ w + f0[i] - y[i]
+        w -= lr * F[i, 1:].T @ r[1:]
+    want = F[n:] @ w + f0[n:]
+    K = np.einsum("atp,bsp->atbs", F, F)
+    got = a1.kernel_sgd_predictions(K[:n, :, :n], K[n:, :, :n], y, f0[:n], f0[n:], order, lr)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="shapes"):
+        a1.kernel_sgd_predictions(K[:n, :, :n], K[n:, :, :n], y[:, 1:], f0[:n], f0[n:], order, lr)
+
+
+def test_kernel_sgd_on_the_runs_stream_is_the_engines_linearised_net():
+    # _stream gives the run's initial function, data and sample order: kernel SGD with the
+    # empirical NTK at the run's initial parameters reproduces the engine's own linearised
+    # network (train.linearized) trained on the same run, at its final test loss
+    from rnn_ntk.kernels.empirical import empirical_ntk
+    st, N, lr, m, s = a1.SETTINGS["ci"], 8, 0.05, 8, 1
+    cfg, setup, order = a1._stream(a1.rnn_spec(st, N, lr), s, m, lr)
+    assert sorted(order.tolist()) == list(range(N))
+    rec = train.train_many(dataclasses.replace(cfg, linearized=True), train.run_key(s, ())[None],
+                           {"lr": lr, "eps_x": a1.EPS_X})
+    d, sc = setup.data, setup.scales
+    K = np.asarray(empirical_ntk(cfg.model, setup.params0, d.x_train, scales=sc), np.float64)
+    Kt = np.asarray(empirical_ntk(cfg.model, setup.params0, d.x_test, d.x_train, scales=sc),
+                    np.float64)
+
+    def f0(x):
+        return np.asarray(model.apply(cfg.model, setup.params0, x, scales=sc)[..., 0], np.float64)
+
+    y, yt = np.asarray(d.y_train, np.float64)[..., 0], np.asarray(d.y_test, np.float64)[..., 0]
+    p = a1.kernel_sgd_predictions(K, Kt, y, f0(d.x_train), f0(d.x_test), order, lr)
+    loss = 0.5 * np.sum((p - yt)[:, 1:] ** 2)
+    assert loss == pytest.approx(float(np.asarray(rec["lin_test_loss"])[0, -1]), rel=2e-4)
+    # and differs from the net started at f = 0 (f0 matters at this width)
+    p0 = a1.kernel_sgd_predictions(K, Kt, y, 0 * y, 0 * yt, order, lr)
+    assert abs(0.5 * np.sum((p0 - yt)[:, 1:] ** 2) - loss) > 1e-2 * loss
+
+
+def test_paired_ratio_bootstrap():
+    E = np.array([[2.0, 4.0], [2.0, 4.0], [2.0, 4.0]])
+    R = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    est, ci = a1._ratio(E, R, n_boot=50)
+    assert est == pytest.approx(np.sqrt(2.0 * 4.0)) and ci == pytest.approx((est, est))
+    # paired: seed-to-seed variation common to both arms cancels in the ratio
+    scale = np.array([[0.5], [1.0], [3.0]])
+    est, ci = a1._ratio(E * scale, R * scale, n_boot=200)
+    assert ci[1] - ci[0] < 0.5 * est
 
 
 def test_spec_resolves_to_a1_setup():
@@ -94,4 +154,5 @@ def test_end_to_end_ci(ci_results, rerun_changes_nothing, tmp_path):
     figs = a1.figures(res, tmp_path / "fig")
     assert figs and all(p.exists() for p in figs)
     cl = a1.claims(res)
-    assert len(cl) == 4 and all(c.verdict in VERDICTS for c in cl)
+    assert len(cl) == 5 and all(c.verdict in VERDICTS for c in cl)
+    assert [c.role for c in cl] == ["extra", "claim", "claim", "claim", "extra"]

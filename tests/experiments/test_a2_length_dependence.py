@@ -15,64 +15,89 @@ a2 = load_experiment("a2_length_dependence")
 a1 = load_experiment("a1_sample_complexity")
 
 
-def test_samples_needed_inverts_an_exact_power_law():
+def test_samples_needed_interpolates_on_the_grid_and_never_extrapolates():
     ns = np.array([10.0, 20.0, 40.0, 80.0])
-    err = 4.0 * ns ** -0.5                           # reaches 0.5 at n = (4 / 0.5)^2 = 64
-    assert a2.samples_needed(ns, np.tile(err, (3, 1)), 0.5) == pytest.approx(64.0, rel=1e-9)
-    assert a2.samples_needed(ns, np.tile(0.9 + 0 * ns, (2, 1)), 0.5) == float("inf")
+    err = 4.0 * ns ** -0.5                           # 1.26, 0.89, 0.63, 0.45: crosses 0.5 at 64
+    assert a2.samples_needed(ns, err, 0.5) == pytest.approx(64.0, rel=1e-9)
+    assert a2.samples_needed(ns, 0.9 + 0 * ns, 0.5) == float("inf")          # right-censored
+    assert a2.samples_needed(ns, 0.1 + 0 * ns, 0.5) == 10.0                  # left-censored
+    # far below the grid's reach: a power law fitted to these points would give 6400; no
+    assert a2.samples_needed(ns, 0.5 * (ns / 6400.0) ** -0.5, 0.4999) == float("inf")
+    # the first crossing counts (a non-monotone curve)
+    assert a2.samples_needed(ns, [0.6, 0.4, 0.6, 0.3], 0.5) < 20.0
+    np.testing.assert_array_equal(a2.censored(ns, [10.0, 15.0, np.inf]), [True, False, True])
 
 
-def test_positions_needed_one_power_law_per_position():
+def test_positions_needed_and_nstar():
     ns = np.array([100.0, 200.0, 400.0, 800.0])
-    C, b = np.array([2.0, 5.0, 1.0]), np.array([0.5, 0.25, 0.0])
-    err = C[None, None, :] * ns[None, :, None] ** -b[None, None, :]   # (1, N, P)
-    err = np.concatenate([err * 0.9, err * 1.1])     # two seeds, mean = err
-    got = a2.positions_needed(ns, err, 0.5)
-    assert got[0] == pytest.approx((2.0 / 0.5) ** 2, rel=1e-9)        # 16
-    assert got[1] == pytest.approx((5.0 / 0.5) ** 4, rel=1e-9)        # 10^4
-    assert got[2] == float("inf")                                      # flat: never learns
+    C = np.array([1.0, 2.0, 4.0])
+    err = C[None, :] * (ns[:, None] / 100.0) ** -1.0     # (N, P): reach 0.5 at 200, 400, 800
+    np.testing.assert_allclose(a2.positions_needed(ns, err, 0.5), [200.0, 400.0, 800.0])
+    two = np.stack([err * 0.9, err * 1.1])             # seeds, mean = err
+    np.testing.assert_allclose(a2.nstar(ns, [two[:, :, :1], two]), [200.0, 800.0])
+
+
+def _errors_for(nstar_L, ns, S=3, rng=None):
+    """Per-length error curves (seeds, ns, 1) that cross 0.5 exactly at nstar_L (e = 0.5 n*/n),
+    with multiplicative seed noise that keeps the seed mean exact."""
+    noise = np.ones(S) if rng is None else 1 + 0.02 * rng.standard_normal(S)
+    noise = noise / noise.mean()
+    return [noise[:, None, None] * (0.5 * n / ns)[None, :, None] for n in nstar_L]
 
 
 def test_growth_verdict_tells_power_laws_from_exponentials():
     L = np.array([4.0, 8.0, 16.0, 32.0])
+    ns = np.exp(np.linspace(np.log(1.0), np.log(1e12), 60))
     poly, expo = 3.0 * L ** 2, 5.0 * 2.0 ** L
     fp, fe = a2.growth_fits(L, poly)
     assert fp.slope == pytest.approx(2.0) and fp.r2 == pytest.approx(1.0) and fe.r2 < 0.99
     fp, fe = a2.growth_fits(L, expo)
     assert fe.slope == pytest.approx(math.log(2.0)) and fe.r2 == pytest.approx(1.0)
-    assert a2.growth_verdict(L, poly) == "agrees"
-    assert a2.growth_verdict(L, expo) == "disagrees"
-    assert a2.growth_verdict(L, [10.0, 20.0, np.inf, 80.0]) == "inconclusive"
-    # the RNN arm's extrapolation rule: N* more than EXTRAP_MAX times the largest N trained
-    assert a2.growth_verdict(L, poly, n_max=poly.max()) == "agrees"
-    assert a2.growth_verdict(L, poly, n_max=poly.max() / (a2.EXTRAP_MAX * 1.01)) == "inconclusive"
-    # two points: both fits are exact (R2 = 1), nothing to tell
-    assert a2.growth_verdict(L[:2], poly[:2]) == "inconclusive"
+    rng = np.random.default_rng(0)
+    est, ci, cen = a2.growth_stat(L, ns, _errors_for(poly, ns, rng=rng), n_boot=100)
+    assert not cen and est > 0 and a2.growth_verdict(est, ci, cen) == "agrees"
+    est, ci, cen = a2.growth_stat(L, ns, _errors_for(expo, ns, rng=rng), n_boot=100)
+    assert not cen and est < 0 and a2.growth_verdict(est, ci, cen) == "disagrees"
+    # an N* beyond the grid: censored, never extrapolated -> inconclusive
+    est, ci, cen = a2.growth_stat(L, ns[:40], _errors_for(expo, ns[:40]), n_boot=10)
+    assert cen and a2.growth_verdict(est, ci, cen) == "inconclusive"
+    # symmetric: an interval straddling 0 is inconclusive whatever the estimate
+    assert a2.growth_verdict(0.02, (-0.01, 0.05), False) == "inconclusive"
+    assert a2.growth_verdict(-0.02, (-0.05, 0.01), False) == "inconclusive"
 
 
-def test_uniformity_ratio_and_verdict():
+def test_uniformity_stat_and_verdict():
     e = np.array([[0.2, 0.4, 0.6], [0.4, 0.4, 0.6]])  # seed mean (0.3, 0.4, 0.6), mean 13/30
     assert a2.uniformity_ratio(e) == pytest.approx(0.6 / (1.3 / 3))
-    assert a2.uniformity_verdict([1.5, 1.9], [0.3, 0.5]) == "agrees"
-    assert a2.uniformity_verdict([1.5, 2.1], [0.3, 0.5]) == "disagrees"
+    r, ci = a2.uniformity_stat(e, n_boot=200)
+    assert r == pytest.approx(0.6 / (1.3 / 3)) and ci[0] <= r <= ci[1]
+    ok, hi, mid = (1.5, (1.4, 1.9)), (2.5, (2.1, 3.0)), (1.9, (1.7, 2.2))
+    assert a2.uniformity_verdict([ok, ok], [0.3, 0.5]) == "agrees"
+    assert a2.uniformity_verdict([ok, hi], [0.3, 0.5]) == "disagrees"
+    assert a2.uniformity_verdict([ok, mid], [0.3, 0.5]) == "inconclusive"   # straddles 2
     # RNN arm: only lengths that learned count; an unlearned, trivially uniform length is ignored
-    assert a2.uniformity_verdict([1.5, 2.5, 1.0], [0.3, 0.5, 1.0], learned=0.9) == "disagrees"
-    assert a2.uniformity_verdict([1.5, 1.2, 1.0], [0.3, 0.5, 1.0], learned=0.9) == "agrees"
-    assert a2.uniformity_verdict([1.5, 1.0, 1.0], [0.3, 0.95, 1.0], learned=0.9) == "inconclusive"
+    assert a2.uniformity_verdict([ok, hi, ok], [0.3, 0.5, 1.0], learned=0.9) == "disagrees"
+    assert a2.uniformity_verdict([ok, ok, hi], [0.3, 0.5, 1.0], learned=0.9) == "agrees"
+    assert a2.uniformity_verdict([ok, ok, ok], [0.3, 0.95, 1.0], learned=0.9) == "inconclusive"
 
 
-def test_per_position_errors_match_a_direct_solve():
-    rng = np.random.default_rng(0)
-    n, nt, T = 7, 4, 3
-    F = rng.normal(size=(n + nt, T, 30))
-    K = np.einsum("atf,bsf->atbs", F, F)
-    y, yt = rng.normal(size=(n, T)), rng.normal(size=(nt, T))
-    got = a2.per_position_errors(K[:n, :, :n], K[n:, :, :n], y, yt, [5, 7], jitter=0.0)
-    for j, k in enumerate([5, 7]):
-        for t in range(1, T):
-            Kt = np.array([[F[a, t] @ F[b, t] for b in range(k)] for a in range(k)])
-            Kx = np.array([[F[n + a, t] @ F[b, t] for b in range(k)] for a in range(nt)])
-            p = Kx @ np.linalg.inv(Kt) @ y[:k, t]
+def test_prefix_position_errors_match_the_full_kernel_blocks():
+    # the prefix kernel of x_1..x_t (readout 'last') is the block Theta(t, t) of readout 'all':
+    # per-position regression on the full kernel's diagonal blocks gives the same errors
+    from rnn_ntk.kernels.infinite import infinite_kernels
+    n, nt, L = 6, 4, 3
+    tc = a2.task_config(n, nt, L)
+    d = tasks.sample_task(tc, jax.random.key(5), {"eps_x": a1.EPS_X}, dtype=jax.numpy.float64)
+    y, yt = np.asarray(d.y_train)[..., 0], np.asarray(d.y_test)[..., 0]
+    got = a2.prefix_position_errors(d.x_train, y, d.x_test, yt, [4, 6], jitter=1e-10)
+    _, H = infinite_kernels(a1.model_config(1), d.x_train)
+    _, Ht = infinite_kernels(a1.model_config(1), d.x_test, d.x_train)
+    H, Ht = np.asarray(H), np.asarray(Ht)
+    for j, k in enumerate([4, 6]):
+        for t in range(1, L + 1):
+            A = H[:k, t, :k, t]
+            p = Ht[:, t, :k, t] @ np.linalg.solve(A + 1e-10 * np.mean(np.diag(A)) * np.eye(k),
+                                                  y[:k, t])
             want = np.mean((p - yt[:, t]) ** 2) / np.var(yt[:, t])
             assert got[j, t - 1] == pytest.approx(want, rel=1e-6)
 
@@ -84,7 +109,7 @@ def test_spec_resolves_to_a1_setup():
     assert [r.seed for r in runs] == list(range(st.rnn_seeds))
     cfg = sweep.build_config(spec, runs[0].static, runs[0].width)
     want = train.TrainConfig(model=a1.model_config(st.width),
-                             task=a1.task_config(500, st.rnn_n_test, 17), steps=500,
+                             task=a2.task_config(500, st.rnn_n_test, 16), steps=500,
                              log_every=500, batch_size=1, loss="sum_from_2", init="gaussian",
                              save_params=True)
     assert cfg == want
@@ -104,7 +129,7 @@ def test_end_to_end_ci(ci_results, rerun_changes_nothing, tmp_path):
     L, N = st.lengths[-1], st.rnn_ns[-1]
     piece = load_arrays(res / a2.NAME / f"rnn_L{L}_N{N}.npz")[0]
     assert piece["err"].shape == (st.rnn_seeds, L) and not piece["diverged"].any()
-    tc = a1.task_config(N, st.rnn_n_test, L + 1)
+    tc = a2.task_config(N, st.rnn_n_test, L)
     for s in range(st.rnn_seeds):
         data = tasks.sample_task(tc, jax.random.fold_in(jax.random.key(s), 1), {"eps_x": a1.EPS_X})
         var = np.var(np.asarray(data.y_test, np.float64)[:, 1:, 0], axis=0)

@@ -6,8 +6,6 @@ run reported the ci numbers).
 The heavy computations are replaced by stubs whose arrays encode the scale they were asked for,
 so each test runs 'ci' then 'default' into one folder in a few seconds and checks what the
 figures/claims loader then reads."""
-import types
-
 import numpy as np
 import pytest
 
@@ -29,41 +27,35 @@ def _scale_of(st, settings) -> str:
 def stub_a1(monkeypatch):
     """A1 without training or kernels: errors = TAG[scale of the setting] everywhere."""
     monkeypatch.setattr(a1, "ntk_lr", lambda *a, **k: 0.125)
-    monkeypatch.setattr(a1, "infinite_kernels", lambda *a, **k: (None, None))
-    monkeypatch.setattr(a1.tasks, "sample_task", lambda *a, **k: types.SimpleNamespace(
-        x_train=None, x_test=None, y_train=np.zeros((1, a1.LENGTH, 1)),
-        y_test=np.zeros((1, a1.LENGTH, 1))))
-    seen = {}
 
-    def kr(H, Ht, y, yt, ns, jitter=a1.JITTER):
-        return np.full((len(ns), a1.LENGTH - 1), seen["tag"])
+    def tag(st):
+        return TAG[_scale_of(st, a1.SETTINGS)]
+
+    def kernel_piece(N, st, lr):
+        return {k: np.full((st.seeds, a1.LENGTH - 1), tag(st)) for k in a1.REFERENCES}
 
     def train_piece(N, st, lr, store_dir):
-        seen["tag"] = TAG[_scale_of(st, a1.SETTINGS)]
         W, S = len(st.widths), st.seeds
-        return {"err": np.full((W, S, a1.LENGTH - 1), seen["tag"]),
+        return {"err": np.full((W, S, a1.LENGTH - 1), tag(st)),
                 "diverged": np.zeros(W * S, bool), "test_loss": np.ones(W * S)}
 
-    def run(res, scale):
-        seen["tag"] = TAG[scale]
-        a1.run(res, scale)
-
-    monkeypatch.setattr(a1, "kernel_regression_errors", kr)
+    monkeypatch.setattr(a1, "_kernel_piece", kernel_piece)
     monkeypatch.setattr(a1, "_train_piece", train_piece)
-    return run
+    return a1.run
 
 
 def test_a1_rerun_at_another_scale_recomputes(tmp_path, stub_a1):
     res = tmp_path / "res"
     stub_a1(res, "ci")
-    st, E, KR = a1._load(res)
+    st, E, ref = a1._load(res)
     assert st == a1.SETTINGS["ci"] and np.all(E == TAG["ci"])
     stub_a1(res, "default")
-    st, E, KR = a1._load(res)
+    st, E, ref = a1._load(res)
     d = a1.SETTINGS["default"]
     assert st == d
     assert E.shape == (len(d.widths), d.seeds, len(d.ns)) and np.all(E == TAG["default"])
-    assert KR.shape == (d.seeds, len(d.ns)) and np.all(KR == TAG["default"])
+    for k in a1.REFERENCES:
+        assert ref[k].shape == (d.seeds, len(d.ns)) and np.all(ref[k] == TAG["default"])
 
 
 def test_a1_stale_piece_of_the_same_name_is_not_read(tmp_path, stub_a1, monkeypatch):
@@ -73,16 +65,16 @@ def test_a1_stale_piece_of_the_same_name_is_not_read(tmp_path, stub_a1, monkeypa
     res = tmp_path / "res"
     stub_a1(res, "ci")
     stub_a1(res, "default")
-    st, E, _ = a1._load(res)
+    st, E, ref = a1._load(res)
     assert st.seeds == ci.seeds + 1 and E.shape[1] == ci.seeds + 1
-    assert np.all(E == TAG["default"])
+    assert np.all(E == TAG["default"]) and all(np.all(r == TAG["default"]) for r in ref.values())
 
 
 @pytest.fixture
 def stub_a2(monkeypatch):
     monkeypatch.setattr(a2.a1, "ntk_lr", lambda *a, length=6, **k: 1.0 / length)
-    monkeypatch.setattr(a2, "_kernel_piece", lambda st, L: np.full(
-        (st.seeds, len(st.ns), L), TAG[_scale_of(st, a2.SETTINGS)]))
+    monkeypatch.setattr(a2, "_kernel_piece", lambda st: np.full(
+        (st.seeds, len(st.ns), max(st.lengths)), TAG[_scale_of(st, a2.SETTINGS)]))
     monkeypatch.setattr(sweep, "run_sweep", lambda spec, out, **k: None)
     seen = {}
 
