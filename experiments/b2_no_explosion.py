@@ -517,51 +517,54 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
 
     with jax.enable_x64(True):
         xs = [input_sequences(s, st.n_seq, L) for s in range(st.seeds)]
-        for act in ACTIVATIONS:
-            for c in CS:
-                for m in st.widths:
-                    path = _fwd_path(out, act, c, m)
-                    if is_done(path, meta):
-                        continue
-                    cfg = model_config(act, arrays_at(m))
-                    sc = scales_for(cfg, c, m, jnp.float32)
-                    norm2, tan = [], []
-                    for s in range(st.seeds):
-                        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(BASE_SEED), s), 3)
-                        a, b = _forward_and_tangent(cfg, seed_params(m, s, arrays_at(m)), xs[s],
-                                                    key, sc)
-                        norm2.append(np.asarray(a))
-                        tan.append(np.asarray(b))
-                    pred = np.stack([mean_field(act, math.sqrt(2 * c), cfg.sigma_u, cfg.sigma_b,
-                                                np.asarray(xs[s]))[0] for s in range(st.seeds)])
-                    save_piece(path, meta, {"activation": act, "c": c, "width": m},
-                               norm2=np.stack(norm2), pred=pred, tan_log=np.stack(tan))
-                for m in st.jac_widths:
-                    path = _jac_path(out, act, c, m)
-                    if is_done(path, meta):
-                        continue
-                    cfg = model_config(act, arrays_at(m))
-                    sc = scales_for(cfg, c, m, jnp.float32)
-                    sig, rel, mf = [], [], []
-                    for s in range(st.jac_seeds):
-                        log_chi = mean_field(act, math.sqrt(2 * c), cfg.sigma_u, cfg.sigma_b,
-                                             np.asarray(xs[s]))[1][0]   # sequence 0 = x0
-                        x0 = xs[s][:1]
-                        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(BASE_SEED), s), 2)
-                        prm = seed_params(m, s, arrays_at(m))
-                        a, b = [], []
-                        for lb in lag_buckets(lags):      # h_(a+k) needs only a + k steps
-                            sa, sb = backward_sigma(cfg, prm, x0[:, :START + int(lb[-1])],
-                                                    jnp.asarray(lb), key, sc, iters=st.iters)
-                            a.append(np.asarray(sa, np.float64)[0])
-                            b.append(np.asarray(sb, np.float64)[0])
-                        sig.append(np.concatenate(a))
-                        rel.append(np.concatenate(b))
-                        cum = np.concatenate([[0.0], np.cumsum(log_chi[START:])])  # t = a+1 ..
-                        mf.append(0.5 * cum[lags])
-                    save_piece(path, meta, {"activation": act, "c": c, "width": m},
-                               sigma=np.stack(sig), rel_change=np.stack(rel), mf_log=np.stack(mf),
-                               lags=lags)
+        # every forward piece first (cheap; the ReLU c = 1 law first), then the Jacobians
+        combos = sorted(((act, c) for act in ACTIVATIONS for c in CS),
+                        key=lambda ac: (ac != ("relu", 1.0), ACTIVATIONS.index(ac[0])))
+        for act, c in combos:
+            for m in st.widths:
+                path = _fwd_path(out, act, c, m)
+                if is_done(path, meta):
+                    continue
+                cfg = model_config(act, arrays_at(m))
+                sc = scales_for(cfg, c, m, jnp.float32)
+                norm2, tan = [], []
+                for s in range(st.seeds):
+                    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(BASE_SEED), s), 3)
+                    a, b = _forward_and_tangent(cfg, seed_params(m, s, arrays_at(m)), xs[s],
+                                                key, sc)
+                    norm2.append(np.asarray(a))
+                    tan.append(np.asarray(b))
+                pred = np.stack([mean_field(act, math.sqrt(2 * c), cfg.sigma_u, cfg.sigma_b,
+                                            np.asarray(xs[s]))[0] for s in range(st.seeds)])
+                save_piece(path, meta, {"activation": act, "c": c, "width": m},
+                           norm2=np.stack(norm2), pred=pred, tan_log=np.stack(tan))
+        for act, c in combos:
+            for m in st.jac_widths:
+                path = _jac_path(out, act, c, m)
+                if is_done(path, meta):
+                    continue
+                cfg = model_config(act, arrays_at(m))
+                sc = scales_for(cfg, c, m, jnp.float32)
+                sig, rel, mf = [], [], []
+                for s in range(st.jac_seeds):
+                    log_chi = mean_field(act, math.sqrt(2 * c), cfg.sigma_u, cfg.sigma_b,
+                                         np.asarray(xs[s]))[1][0]   # sequence 0 = x0
+                    x0 = xs[s][:1]
+                    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(BASE_SEED), s), 2)
+                    prm = seed_params(m, s, arrays_at(m))
+                    a, b = [], []
+                    for lb in lag_buckets(lags):      # h_(a+k) needs only a + k steps
+                        sa, sb = backward_sigma(cfg, prm, x0[:, :START + int(lb[-1])],
+                                                jnp.asarray(lb), key, sc, iters=st.iters)
+                        a.append(np.asarray(sa, np.float64)[0])
+                        b.append(np.asarray(sb, np.float64)[0])
+                    sig.append(np.concatenate(a))
+                    rel.append(np.concatenate(b))
+                    cum = np.concatenate([[0.0], np.cumsum(log_chi[START:])])  # t = a+1 ..
+                    mf.append(0.5 * cum[lags])
+                save_piece(path, meta, {"activation": act, "c": c, "width": m},
+                           sigma=np.stack(sig), rel_change=np.stack(rel), mf_log=np.stack(mf),
+                           lags=lags)
 
 
 # ----------------------------------------------------------------------------------------------

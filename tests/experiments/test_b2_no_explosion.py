@@ -299,3 +299,21 @@ def test_ci_end_to_end(ci_results, rerun_changes_nothing, tmp_path):
 def test_claims_without_results_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the experiment first"):
         b2.claims(tmp_path)
+
+
+def test_lag_buckets_cover_the_lags_and_cutting_the_inputs_changes_nothing():
+    lags = b2.lag_grid(100, (64, 256, 1024))
+    bk = b2.lag_buckets(lags)
+    np.testing.assert_array_equal(np.concatenate(bk), np.sort(lags))
+    assert len(bk) == 3 and bk[0][-1] <= 99 // 6 < bk[1][0]
+    # h_(a+k) depends on the first a + k inputs only: the cut inputs give the same sigma_max
+    m, T = 8, 9
+    cfg = b2.model_config("relu", m)
+    params = model.init_params(cfg, jax.random.key(2), jnp.float64)
+    x = b2.input_sequences(0, 1, T, dtype=jnp.float64)
+    sc = b2.scales_for(cfg, 1.0, m, jnp.float64)
+    lb = jnp.asarray([2, 4])
+    full, _ = b2.backward_sigma(cfg, params, x, lb, jax.random.key(0), sc, iters=300)
+    cut, _ = b2.backward_sigma(cfg, params, x[:, :b2.START + 4], lb, jax.random.key(0), sc,
+                               iters=300)
+    np.testing.assert_allclose(np.asarray(cut), np.asarray(full), rtol=1e-8)
