@@ -1,7 +1,8 @@
 """Plan -> chunks of lanes over the devices -> result store (resume, atomic chunk writes).
 
 One writer per output directory: :func:`run_sweep` (and the CLI) hold
-:func:`rnn_ntk.store.lock_store` from opening the store to the last chunk. Nothing here prints:
+:func:`rnn_ntk.store.lock_store` from opening the store to the last chunk; or one per shard
+(``shard=``, :mod:`rnn_ntk.sweep.shard`), N shards writing one store at once. Nothing here prints:
 callers follow progress through ``on_chunk`` (per chunk) and ``on_step`` (run-steps).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from rnn_ntk import store, train
 from rnn_ntk.sweep import cost
 from rnn_ntk.sweep.plan import Chunk, Plan, Program, Run, fixed_lanes, lane_values, make_plan
+from rnn_ntk.sweep.shard import Shard, parse_shard, prepare_shard
 from rnn_ntk.sweep.spec import Spec
 
 __all__ = ["run_chunk", "Summary", "prepare", "execute", "run_sweep"]
@@ -151,9 +153,12 @@ def prepare(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
     return plan
 
 
-def _summary(plan: Plan, out_dir: str | os.PathLike, n_trained: int, t0: float) -> Summary:
-    """Consolidate the store and count its runs and diverged runs."""
-    path = store.consolidate(out_dir)
+def _summary(plan: Plan, out_dir: str | os.PathLike, n_trained: int, t0: float,
+             shard: Shard | None = None) -> Summary:
+    """Consolidate the store (a shard: only once every run is in) and count its runs and
+    diverged runs."""
+    path = (store.consolidate(out_dir) if shard is None
+            else store.consolidate_if_complete(out_dir) or Path(out_dir))
     ds = store.load_results(out_dir)
     n_div = 0
     if "diverged" in ds:
@@ -165,13 +170,15 @@ def _summary(plan: Plan, out_dir: str | os.PathLike, n_trained: int, t0: float) 
 
 def execute(plan: Plan, out_dir: str | os.PathLike, *,
             on_chunk: Callable[[Chunk, float], None] | None = None,
-            on_step: Callable[[int], None] | None = None) -> Summary:
+            on_step: Callable[[int], None] | None = None,
+            shard: Shard | None = None) -> Summary:
     """Run a prepared plan's chunks (each written atomically), then consolidate the store.
 
     on_chunk(chunk, seconds) after each written chunk; on_step(n) as training goes, n run-steps
     at a time (see :func:`run_chunk`; the calls sum to ``plan.steps_todo``). With on_step the
     progress variant of each program is compiled (records are bit-identical). The caller holds
-    the store's lock (:func:`rnn_ntk.store.lock_store`), as :func:`run_sweep` does."""
+    the store's lock (:func:`rnn_ntk.store.lock_store`), as :func:`run_sweep` does; a shard's
+    plan (:func:`rnn_ntk.sweep.shard.prepare_shard`) passes ``shard``, which tags its chunks."""
     t0 = time.perf_counter()
     n_trained = 0
     for chunk in plan.chunks:
@@ -182,20 +189,35 @@ def execute(plan: Plan, out_dir: str | os.PathLike, *,
         store.write_chunk(out_dir, chunk.name, coords, data, dims,
                           np.arange(p.cfg.n_logs) * p.cfg.log_every,
                           info={"program": p.id, "array_width": p.cfg.width_array,
-                                "seconds": round(time.perf_counter() - t, 3)})
+                                "seconds": round(time.perf_counter() - t, 3),
+                                **({"shard": shard.label} if shard else {})},
+                          writer=shard.label if shard else None)
         n_trained += len(chunk.runs)
         if on_chunk is not None:
             on_chunk(chunk, time.perf_counter() - t)
-    return _summary(plan, out_dir, n_trained, t0)
+    return _summary(plan, out_dir, n_trained, t0, shard)
 
 
 def run_sweep(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
               max_memory: int | None = None,
               on_chunk: Callable[[Chunk, float], None] | None = None,
-              on_step: Callable[[int], None] | None = None) -> Summary:
+              on_step: Callable[[int], None] | None = None,
+              shard: str | tuple[int, int] | Shard | None = None) -> Summary:
     """:func:`prepare` then :func:`execute`, holding the store's lock throughout (a second
-    writer on ``out_dir`` gets StoreError; nothing is written when the spec is invalid)."""
+    writer on ``out_dir`` gets StoreError; nothing is written when the spec is invalid).
+
+    ``shard`` ('I/N', (I, N) or a :class:`~rnn_ntk.sweep.shard.Shard`): run only that shard's
+    chunks (:mod:`rnn_ntk.sweep.shard`), holding its own lock, alongside the other shards; a bad
+    shard (ValueError), another spec or another N in the store (StoreConflict) are refused before
+    any compute."""
+    sh = parse_shard(shard) if shard is not None else None
     plan = make_plan(spec, max_memory=max_memory)
-    with store.lock_store(out_dir):
-        plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
-        return execute(plan, out_dir, on_chunk=on_chunk, on_step=on_step)
+    if sh is not None:
+        store.check_store(out_dir, plan.spec.resolved, sh.count)
+    with store.lock_store(out_dir, shard=sh.label if sh else None):
+        if sh is not None:
+            plan = prepare_shard(spec, out_dir, sh, resume=resume, max_memory=max_memory,
+                                 plan=plan)
+        else:
+            plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
+        return execute(plan, out_dir, on_chunk=on_chunk, on_step=on_step, shard=sh)

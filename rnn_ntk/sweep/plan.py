@@ -505,9 +505,13 @@ def _chunks_of(p: Program, index: int, runs: Sequence[Run]) -> list[Chunk]:
     chunks = []
     for j in range(n_chunks):
         sel = tuple(p.todo[j * size:(j + 1) * size])
-        h = hashlib.sha1(_fast_json([runs[i].coords for i in sel]).encode()).hexdigest()[:10]
-        chunks.append(Chunk(f"{p.id}-{h}", index, sel, size))
+        chunks.append(Chunk(_chunk_name(p.id, [runs[i].coords for i in sel]), index, sel, size))
     return chunks
+
+
+def _chunk_name(program_id: str, coords: Sequence[tuple]) -> str:
+    """A chunk's name: its program and a hash of its runs' coordinates."""
+    return f"{program_id}-{hashlib.sha1(_fast_json(coords).encode()).hexdigest()[:10]}"
 
 
 def _chunk_programs(spec: Spec, programs: Sequence[Program], runs: Sequence[Run],
