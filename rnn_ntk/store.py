@@ -48,6 +48,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -401,7 +402,8 @@ def _create_exclusive(path: Path, obj: Any) -> bool:
     """Write JSON to ``path`` unless it exists, atomically and race-free (a complete temporary
     file hard-linked into place: exactly one of several concurrent creators succeeds); returns
     whether this call created it."""
-    tmp = path.with_name(f".tmp-{path.name}-{socket.gethostname()}-{os.getpid()}")
+    tmp = path.with_name(f".tmp-{path.name}-{socket.gethostname()}-{os.getpid()}-"
+                         f"{threading.get_ident()}")
     _write_file(tmp, (json.dumps(obj, indent=1) + "\n").encode())
     try:
         os.link(tmp, path)
@@ -484,14 +486,16 @@ def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume:
 
 
 def _open_shared(out: Path, header: dict[str, Any], *, resume: bool, shard: str) -> dict[str, Any]:
-    if out.exists() and not (out / HEADER).exists() and _entries(out):
+    if out.exists() and not (out / HEADER).exists() and [   # (what other shards make meanwhile)
+            p for p in _entries(out) if not p.name.startswith(".tmp-") and p.name not in (
+                CHUNKS, SHARDS, HEADER)]:
         raise StoreError(f"{out} is not empty but holds no {HEADER}; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / CHUNKS).mkdir(exist_ok=True)
     if not _create_exclusive(out / HEADER, header):
         old = read_header(out)
         _check_spec(out, old, header, "cannot run into")
         header = old
+    (out / CHUNKS).mkdir(exist_ok=True)
     if not resume and any(m.get("info", {}).get("shard") == shard for m in list_chunks(out)):
         raise StoreError(f"{shard} has already written chunks to {out}; pass --resume to "
                          f"continue it")
