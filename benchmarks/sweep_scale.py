@@ -56,19 +56,32 @@ seeds = {seeds}
 
 
 def measured(fn):
-    """(result, wall seconds, peak traced bytes) of fn(): timed alone, then run again under
+    """(result, Timed wall/CPU seconds, peak traced bytes) of fn(): timed alone, then run again under
     tracemalloc for its memory (tracing slows allocation-heavy code several-fold)."""
     gc.collect()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
     del out
     gc.collect()
     tracemalloc.start()
     out = fn()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return out, wall, peak
+    return out, Timed(wall, cpu), peak
+
+
+class Timed(float):
+    """Wall seconds (the float) with the process's CPU seconds beside them (``cpu``): on a
+    shared machine, CPU time is what a quiet machine's wall time would be (one thread)."""
+
+    def __new__(cls, wall: float, cpu: float) -> "Timed":
+        obj = super().__new__(cls, wall)
+        obj.cpu = cpu
+        return obj
+
+    def __format__(self, spec: str) -> str:
+        return f"{format(float(self), spec)} (CPU {format(self.cpu, spec)})"
 
 
 def mib(n: float) -> str:
@@ -117,8 +130,9 @@ def main() -> None:
           f"{len(plan.programs)} programs, {len(plan.chunks)} chunks), 64-shard assignment "
           f"{t_shard:.2f} s ({mib(m_shard)}); process peak RSS "
           f"{mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
-    print(f"target planning <= 10 s: {'met' if t_parse + t_plan <= 10 else 'MISSED'} "
-          f"({t_parse + t_plan:.2f} s parse + plan)")
+    tot = Timed(t_parse + t_plan, t_parse.cpu + t_plan.cpu)
+    print(f"target planning <= 10 s: wall {'met' if tot <= 10 else 'MISSED'}, CPU "
+          f"{'met' if tot.cpu <= 10 else 'MISSED'} ({tot:.2f} s parse + plan)")
     n_programs_full = len(plan.programs)
     del plan, rec
 

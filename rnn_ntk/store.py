@@ -386,10 +386,12 @@ def lock_state(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     info = _read_json_file(path)
     if info and info.get("host") != socket.gethostname():
         return info, "unknown"
+    alive = _pid_alive(info.get("pid"))
+    if alive is False:         # its writer is gone (whoever else may lock the file now)
+        return info, "dead"
     held = _held_here(path)
     if held is None:
-        alive = _pid_alive(info.get("pid"))
-        held = bool(alive) if alive is not None else False
+        held = bool(alive)
     return info, "live" if held else "dead"
 
 
@@ -792,7 +794,9 @@ def load_results(path: str | os.PathLike) -> xr.Dataset:
 
     ``path`` is a run's output directory or its ``results.zarr``. From a directory, the
     consolidated ``results.zarr`` is used when it is up to date with the finished chunks; otherwise
-    (a run still going, or interrupted) the dataset is assembled from the finished chunks.
+    (a run still going, or interrupted, or shards still filling it) the dataset is assembled from
+    the finished chunks: cells not run yet are NaN (float) / False (bool) and ``ran`` is False
+    there (a store with no finished chunk holds ``ran`` alone).
     """
     p = Path(path)
     if p.is_dir() and (p / HEADER).is_file():
