@@ -256,7 +256,7 @@ def test_lock_held_by_another_process_then_stale_after_sigkill(tmp_path):
 
 def test_shard_locks_exclude_plain_writers_and_each_other(tmp_path):
     out = tmp_path / "out"
-    with store.lock_store(out, shard="shard-0-of-2") as a:
+    with store.lock_store(out, shard="shard-0-of-2"):
         info = json.loads(store.shard_lock_path(out, "shard-0-of-2").read_text())
         assert info["pid"] == os.getpid()
         with store.lock_store(out, shard="shard-1-of-2"):        # another shard runs alongside
