@@ -1,7 +1,8 @@
 """The ``rnn-ntk`` command line: the only place that parses arguments, prints or exits.
 
-    rnn-ntk run FILE [--out DIR] [--resume] [--max-memory SIZE]
+    rnn-ntk run FILE [--out DIR] [--resume] [--max-memory SIZE] [--shard I/N]
                 [--distributed [--coordinator HOST:PORT --num-processes N --process-id I]]
+    rnn-ntk status DIR
     rnn-ntk validate FILE [--max-memory SIZE]
     rnn-ntk demo [--out DIR] [--resume]
     rnn-ntk reproduce [NAME ...] [--scale ci|default|large] [--results DIR] [--figures DIR]
@@ -100,11 +101,13 @@ def _spec_and_budget(args: argparse.Namespace):
 
 
 def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool,
-              distributed: bool = False) -> int:
+              distributed: bool = False, shard=None) -> int:
     """Plan (exit 2 if invalid, nothing written), take the out dir's writer lock (exit 1 if
     another writer holds it), open the store and run the chunks under a tqdm bar of training
     run-steps (ETA; chunk count in the postfix; disabled when stderr is not a terminal).
-    ``distributed``: jax.distributed is running; process 0 plans, writes and reports."""
+    ``distributed``: jax.distributed is running; process 0 plans, writes and reports.
+    ``shard`` (a :class:`rnn_ntk.sweep.shard.Shard`): that shard's lock and chunks; a store of
+    another spec or shard count exits 2 before any compute."""
     from rnn_ntk import store, sweep
     setup_jax(x64 or "float64" in spec.dtypes)
     if distributed:
@@ -115,20 +118,30 @@ def _run_spec(spec, out: str, *, resume: bool, max_memory: int | None, x64: bool
         _print_problems(e.problems)
         return EXIT_USAGE
     try:
-        with store.lock_store(out) as lock:
+        if shard is not None:
+            store.check_store(out, plan.spec.resolved, shard.count)
+        with store.lock_store(out, shard=shard.label if shard else None) as lock:
             if lock.note:
                 print(f"rnn-ntk: note: {lock.note}", file=sys.stderr)
-            plan = sweep.prepare(spec, out, resume=resume, max_memory=max_memory, plan=plan)
-            summary = _execute_with_bar(spec, plan, out)
+            if shard is None:
+                plan = sweep.prepare(spec, out, resume=resume, max_memory=max_memory, plan=plan)
+            else:
+                plan = sweep.prepare_shard(spec, out, shard, resume=resume,
+                                           max_memory=max_memory, plan=plan)
+            summary = _execute_with_bar(spec, plan, out, shard)
+    except store.StoreConflict as e:
+        _err(str(e))
+        return EXIT_USAGE if shard is not None else EXIT_FAIL
     except store.StoreError as e:
         _err(str(e))
         return EXIT_FAIL
-    _print_summary(spec, summary)
+    _print_summary(spec, summary, shard)
     return EXIT_OK
 
 
-def _print_summary(spec, summary) -> None:
-    print(f"{spec.name}: {summary.n_runs} runs in the store ({summary.n_trained} trained now, "
+def _print_summary(spec, summary, shard=None) -> None:
+    who = spec.name if shard is None else f"{spec.name} shard {shard}"
+    print(f"{who}: {summary.n_runs} runs in the store ({summary.n_trained} trained now, "
           f"{summary.n_skipped} finished before), {summary.n_diverged} diverged, wall time "
           f"{summary.wall_s:.1f} s; results: {summary.results}")
 
@@ -158,15 +171,16 @@ def _run_distributed(spec, out: str, *, resume: bool, max_memory: int | None) ->
     return EXIT_OK
 
 
-def _execute_with_bar(spec, plan, out: str, show: bool = True):
+def _execute_with_bar(spec, plan, out: str, shard=None, show: bool = True):
     from tqdm import tqdm
 
     from rnn_ntk import sweep
     todo = sum(len(c.runs) for c in plan.chunks)
     if show:
-        print(f"rnn-ntk: {spec.name}: {len(plan.runs)} runs, {len(plan.programs)} program(s), "
-              f"{len(plan.chunks)} chunk(s) to run ({todo} runs; {plan.n_done} already "
-              f"finished) -> {out}", file=sys.stderr)
+        mine = "" if shard is None else f" (shard {shard}: its own chunks below)"
+        print(f"rnn-ntk: {spec.name}: {len(plan.runs)} runs{mine}, {len(plan.programs)} "
+              f"program(s), {len(plan.chunks)} chunk(s) to run ({todo} runs; {plan.n_done} "
+              f"already finished) -> {out}", file=sys.stderr)
     bar = tqdm(total=plan.steps_todo, unit="step", unit_scale=True, desc=spec.name,
                disable=None if show else True, file=sys.stderr, dynamic_ncols=True)
     done = {"chunks": 0, "runs": 0}
@@ -187,7 +201,7 @@ def _execute_with_bar(spec, plan, out: str, show: bool = True):
 
     try:
         return sweep.execute(plan, out, on_chunk=on_chunk,
-                             on_step=None if bar.disable else on_step)
+                             on_step=None if bar.disable else on_step, shard=shard)
     finally:
         bar.close()
 
@@ -211,6 +225,10 @@ def _add_run(p: argparse.ArgumentParser) -> None:
                         "that do not fit are split into chunks")
     p.add_argument("--x64", action="store_true",
                    help="enable float64 in JAX (automatic when the spec asks for dtype float64)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="run shard I of N (0 <= I < N): a fixed, cost-balanced share of the "
+                        "chunks; N shards (e.g. a job array) may write DIR at once, each with its "
+                        "own lock; --resume with the same I/N continues it. See `rnn-ntk status`")
     g = p.add_argument_group(
         "several processes (jax.distributed)",
         "Start the same command once per process (srun, a TPU pod's workers, or by hand). "
@@ -253,6 +271,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if given and not args.distributed:
         _err(f"{', '.join(given)}: only with --distributed")
         return EXIT_USAGE
+    if args.distributed and args.shard is not None:
+        _err("--shard and --distributed exclude each other (a distributed run is one writer over "
+             "all processes; shards are independent writers)")
+        return EXIT_USAGE
+    shard = None
+    if args.shard is not None:
+        from rnn_ntk.sweep.shard import parse_shard
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as e:
+            _err(str(e))
+            return EXIT_USAGE
     if args.distributed:
         ok, mm = _max_memory(args)
         if not ok:
@@ -266,7 +296,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     spec, mm = got
     out = args.out or spec.out or str(Path("results") / spec.name)
-    return _run_spec(spec, out, resume=args.resume, max_memory=mm, x64=args.x64)
+    return _run_spec(spec, out, resume=args.resume, max_memory=mm, x64=args.x64, shard=shard)
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+
+
+def _add_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the output directory of a sweep (`run --out`)")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rnn_ntk import store
+    from rnn_ntk.sweep.shard import format_status, store_status
+    try:
+        print(format_status(store_status(args.dir)))
+    except store.StoreError as e:
+        _err(str(e))
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 def _cmd_run_distributed(args: argparse.Namespace, mm: int | None) -> int:
@@ -390,6 +439,13 @@ register("run", "run a sweep from a TOML spec into a result store", _add_run, _c
          "rnn_ntk.load_results(DIR). On a terminal a progress bar counts training steps (with "
          "an ETA). One writer per DIR: a second run or --resume on a DIR in use is refused "
          "(exit status 1), naming the holder.")
+register("status", "what a sweep store holds: runs finished, shards running / failed, time left",
+         _add_status, _cmd_status,
+         "Read DIR without taking any lock (safe while shards or a writer run): runs finished, "
+         "chunks written, and per shard the chunks done / running / failed / pending with an "
+         "estimated time left from the chunk timings already written. 'running': a live process "
+         "holds the shard's lock; 'failed': its lock was left by a process that died; rerun "
+         "that shard with --resume.")
 register("validate", "check a spec and print the resolved plan (no training)", _add_validate,
          _cmd_validate,
          "Report every problem in the spec (exit status 2), or print the plan: compiled programs "

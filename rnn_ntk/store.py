@@ -10,12 +10,26 @@ Layout of an output directory ``OUT``::
     OUT/chunks/<name>/manifest.json
                                 written last inside the chunk; lists the chunk's runs (coordinates)
     OUT/results.zarr            consolidated store (zarr v2 format), written when a run finishes
-    OUT/.rnn-ntk.lock           while a writer runs: its pid, host and start time (see lock_store)
+                                (by a sharded run: when the last run of the store is in)
+    OUT/shards.json             a sharded store (``--shard I/N``): N and each chunk's shard
+    OUT/.rnn-ntk.lock           while a writer runs: its pid, host and start time (see lock_store);
+                                shards hold it shared (see below)
+    OUT/.rnn-ntk.lock.shard-I-of-N
+                                while shard I of N runs: its pid, host and start time
 
 A chunk is written into ``OUT/chunks/.tmp-<name>-<pid>`` (files fsync'ed, manifest last) and then
 renamed to ``OUT/chunks/<name>`` in one ``os.rename``: a chunk directory either exists complete or
 not at all, so a crash (even SIGKILL) never leaves a half-written chunk that reads as valid. Leftover
-``.tmp-*`` directories are ignored and removed on resume.
+``.tmp-*`` directories are ignored and removed on resume (a shard removes only its own,
+``.tmp-shard-I-of-N-*``).
+
+Shards: N processes (``--shard I/N``, e.g. a scheduler's job array on a shared file system) fill
+one store at the same time. Each holds its own lock file (exclusive) and the directory lock
+shared, so a plain writer (exclusive) and shards exclude each other, and two processes of the same
+shard are refused. Nothing is read, modified and written back by several writers: the header and
+``shards.json`` are created once with an exclusive ``os.link`` (the first of N shards starting at
+once creates them, the others compare with them), and completion is the set of chunk directories
+(one atomic rename each), read by a directory scan.
 
 The dataset (``load_results``) is dense over the sweep axes: one dimension per axis (plus ``seed``,
 always present) with the axis values as coordinates, then ``step`` and any per-variable dims.
@@ -34,6 +48,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -41,10 +56,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["HEADER", "CHUNKS", "RESULTS", "MANIFEST", "DATA", "LOCK", "FORMAT", "StoreError",
-           "canonical_json", "spec_hash", "spec_diff", "read_header", "StoreLock", "lock_store",
-           "open_store", "remove_partial", "write_chunk", "list_chunks", "done_runs", "assemble",
-           "consolidate", "load_results"]
+__all__ = ["HEADER", "CHUNKS", "RESULTS", "MANIFEST", "DATA", "LOCK", "SHARDS", "FORMAT",
+           "StoreError", "StoreConflict", "canonical_json", "spec_hash", "spec_diff",
+           "read_header", "StoreLock", "lock_store", "shard_lock_path", "lock_state",
+           "open_store", "check_store", "open_shards", "read_shards", "remove_partial",
+           "write_chunk", "list_chunks", "done_runs", "assemble", "consolidate",
+           "consolidate_if_complete", "load_results"]
 
 HEADER = "sweep.json"
 CHUNKS = "chunks"
@@ -52,12 +69,18 @@ RESULTS = "results.zarr"
 MANIFEST = "manifest.json"
 DATA = "data.npz"
 LOCK = ".rnn-ntk.lock"
+SHARDS = "shards.json"
 FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class StoreError(RuntimeError):
     """A store cannot be created, resumed or read. The message is one line."""
+
+
+class StoreConflict(StoreError):
+    """The store holds another sweep: a different spec, or another shard count (the CLI exits 2
+    for shards: the arguments are wrong, not the store's state)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,16 +165,22 @@ def read_header(out_dir: str | os.PathLike) -> dict[str, Any]:
 @dataclasses.dataclass
 class StoreLock:
     """A held writer lock on a store directory (see :func:`lock_store`). ``note``: one line
-    saying that a stale lock was taken over, else None."""
+    saying that a stale lock was taken over, else None. A shard's lock also holds the
+    directory lock shared (``shared_fd``)."""
 
     path: Path
     fd: int
     note: str | None = None
     created_dir: bool = False
+    shared_fd: int = -1
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (idempotent); an output directory that this
-        lock created and that is still empty is removed too."""
+        lock created and that is still empty is removed too. A shard drops its shared hold on
+        the directory lock, and removes that file too when it was the last holder."""
+        if self.shared_fd >= 0:
+            fd, self.shared_fd = self.shared_fd, -1
+            _drop_shared(self.path.parent / LOCK, fd)
         if self.fd < 0:
             return
         try:
@@ -201,31 +230,21 @@ def _pid_alive(pid: Any) -> bool | None:
     return True
 
 
-def lock_store(out_dir: str | os.PathLike) -> StoreLock:
-    """Take the writer lock of ``out_dir`` (created if missing) or raise StoreError naming the
-    holder; use as a context manager (released on exit, also on exceptions).
+def shard_lock_path(out_dir: str | os.PathLike, label: str) -> Path:
+    """The lock file of one shard (``label`` e.g. 'shard-0-of-4'): ``OUT/.rnn-ntk.lock.<label>``."""
+    return Path(out_dir) / f"{LOCK}.{label}"
 
-    The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``OUT/.rnn-ntk.lock``, which holds the
-    writer's pid, host and start time. The kernel drops a flock when its process dies (even by
-    SIGKILL), so a lock file left behind by a dead writer is stale: the next writer takes it
-    over (``note`` says so). A flock held by a live process, on this host or (on file systems
-    that support it, e.g. NFSv4) another, refuses the second writer. Release removes the file.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"{out} exists and is not a directory")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / LOCK
+
+def _flock_same_file(path: Path, mode: int) -> int | None:
+    """Open ``path`` (created if missing) and flock it non-blocking; the fd, or None when held
+    by another writer in a conflicting mode. Retries when the file was replaced meanwhile (a
+    releasing holder removes it)."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            info = _lock_holder(fd)
-            os.close(fd)
-            raise StoreError(f"{out} is in use by another rnn-ntk writer ({_describe_holder(info)}); "
-                             f"wait for it to finish or stop it, then use --resume") from None
+            return _close_none(fd)
         except BaseException:
             os.close(fd)
             raise
@@ -234,16 +253,88 @@ def lock_store(out_dir: str | os.PathLike) -> StoreLock:
         except FileNotFoundError:
             same = False
         if same:
-            break
+            return fd
         os.close(fd)  # the previous holder removed this file as we opened it: lock the new one
+
+
+def _close_none(fd: int) -> None:
+    os.close(fd)
+    return None
+
+
+def _drop_shared(path: Path, fd: int) -> None:
+    """Release a shared hold of the directory lock; the last holder (the one that can turn it
+    exclusive) removes the file, as a plain writer does."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+    except BlockingIOError:
+        pass        # other shards still hold it (the conversion dropped ours)
+    finally:
+        os.close(fd)
+
+
+def _live_shards(out: Path) -> list[str]:
+    """'I/N (holder)' of the shard locks in ``out`` whose holders live (see :func:`lock_state`)."""
+    found = []
+    for p in sorted(out.glob(f"{LOCK}.shard-*")):
+        info, state = lock_state(p)
+        if state != "dead":
+            m = re.match(r"shard-(\d+)-of-(\d+)$", p.name[len(LOCK) + 1:])
+            label = f"{m.group(1)}/{m.group(2)}" if m else p.name
+            found.append(f"{label} ({_describe_holder(info)})")
+    return found
+
+
+def lock_store(out_dir: str | os.PathLike, *, shard: str | None = None) -> StoreLock:
+    """Take the writer lock of ``out_dir`` (created if missing) or raise StoreError naming the
+    holder; use as a context manager (released on exit, also on exceptions).
+
+    The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``OUT/.rnn-ntk.lock``, which holds the
+    writer's pid, host and start time. The kernel drops a flock when its process dies (even by
+    SIGKILL), so a lock file left behind by a dead writer is stale: the next writer takes it
+    over (``note`` says so). A flock held by a live process, on this host or (on file systems
+    that support it, e.g. NFSv4) another, refuses the second writer. Release removes the file.
+
+    ``shard`` (a label such as 'shard-0-of-4'): the same on the shard's own file
+    (:func:`shard_lock_path`), plus a shared flock on ``OUT/.rnn-ntk.lock``: any number of
+    shards run at once, a plain writer is refused while one runs, and a shard while a plain
+    writer runs.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out} exists and is not a directory")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK if shard is None else shard_lock_path(out, shard)
+    fd = _flock_same_file(path, fcntl.LOCK_EX)
+    if fd is None:
+        info = _read_json_file(path)
+        shards = _live_shards(out) if shard is None else []
+        who = (f"rnn-ntk shard(s) {', '.join(shards)}" if shards
+               else f"another rnn-ntk writer ({_describe_holder(info)})")
+        raise StoreError(f"{out} is in use by {who}; wait for it to finish or stop it, "
+                         f"then use --resume")
     lock = StoreLock(path, fd, created_dir=created)
     try:
+        if shard is not None:
+            lock.shared_fd = _flock_same_file(out / LOCK, fcntl.LOCK_SH)
+            if lock.shared_fd is None:
+                lock.shared_fd = -1
+                info = _read_json_file(out / LOCK)
+                raise StoreError(f"{out} is in use by a plain (unsharded) rnn-ntk writer "
+                                 f"({_describe_holder(info)}); shards cannot join it")
         old = _lock_holder(fd)
         if old:
             gone = ""
             if old.get("host") == socket.gethostname() and _pid_alive(old.get("pid")) is False:
                 gone = "; that process is gone"
-            lock.note = (f"taking over the stale lock of {out} ({_describe_holder(old)}{gone}); "
+            lock.note = (f"taking over the stale lock of {out}"
+                         f"{'' if shard is None else ' ' + shard} ({_describe_holder(old)}{gone}); "
                          f"it was not released")
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -257,12 +348,101 @@ def lock_store(out_dir: str | os.PathLike) -> StoreLock:
     return lock
 
 
+def _read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text())
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _held_here(path: Path) -> bool | None:
+    """Whether a process on this host holds a lock on ``path`` (from /proc/locks, without taking
+    one); None when that cannot be told."""
+    try:
+        ino = os.stat(path).st_ino
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:          # a waiter, not a holder
+            continue
+        for p in parts:
+            if p.count(":") == 2 and p.rsplit(":", 1)[1] == str(ino):
+                return True
+    return False
+
+
+def lock_state(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """(holder info, state) of a lock file, read-only (takes no lock). state: 'absent' (no
+    file), 'live' (its holder runs: a lock on the file in /proc/locks, or a live pid, on this
+    host), 'dead' (left behind by a writer that died without releasing it), 'unknown' (held by
+    another host: its liveness cannot be told from here)."""
+    path = Path(path)
+    if not path.exists():
+        return {}, "absent"
+    info = _read_json_file(path)
+    if info and info.get("host") != socket.gethostname():
+        return info, "unknown"
+    alive = _pid_alive(info.get("pid"))
+    if alive is False:         # its writer is gone (whoever else may lock the file now)
+        return info, "dead"
+    held = _held_here(path)
+    if held is None:
+        held = bool(alive)
+    return info, "live" if held else "dead"
+
+
 def _entries(out: Path) -> list[Path]:
-    """A directory's entries, without the lock file."""
-    return [p for p in out.iterdir() if p.name != LOCK]
+    """A directory's entries, without the lock files."""
+    return [p for p in out.iterdir() if p.name != LOCK and not p.name.startswith(LOCK + ".")]
 
 
-def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume: bool) -> dict[str, Any]:
+def _create_exclusive(path: Path, obj: Any) -> bool:
+    """Write JSON to ``path`` unless it exists, atomically and race-free (a complete temporary
+    file hard-linked into place: exactly one of several concurrent creators succeeds); returns
+    whether this call created it."""
+    tmp = path.with_name(f".tmp-{path.name}-{socket.gethostname()}-{os.getpid()}-"
+                         f"{threading.get_ident()}")
+    _write_file(tmp, (json.dumps(obj, indent=1) + "\n").encode())
+    try:
+        os.link(tmp, path)
+        created = True
+    except FileExistsError:
+        created = False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return created
+
+
+def _check_spec(out: Path, old: Mapping[str, Any], header: Mapping[str, Any], what: str) -> None:
+    if old.get("spec_hash") != header["spec_hash"] or old.get("spec") != header["spec"]:
+        changed = spec_diff(old.get("spec", {}), header["spec"])
+        raise StoreConflict(f"{what} {out}: the spec changed since the first run "
+                            f"(changed: {', '.join(changed) or 'spec hash'}); use a new --out "
+                            f"directory")
+
+
+def check_store(out_dir: str | os.PathLike, spec: Mapping[str, Any],
+                shards: int | None = None) -> None:
+    """Read-only check before any compute that a store (if there is one) holds this spec and, for
+    a shard, the same shard count; raises StoreConflict naming what differs."""
+    out = Path(out_dir)
+    if (out / HEADER).is_file():
+        _check_spec(out, read_header(out), {"spec": spec, "spec_hash": spec_hash(spec)},
+                    "cannot run into")
+    if shards is not None:
+        rec = read_shards(out)
+        if rec is not None and rec.get("count") != shards:
+            raise StoreConflict(f"{out} is split into {rec.get('count')} shards ({SHARDS}), "
+                                f"not {shards}; use --shard I/{rec.get('count')}")
+
+
+def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume: bool,
+               shard: str | None = None) -> dict[str, Any]:
     """Create a store, or reopen one to resume; returns the header in force.
 
     ``header`` must hold ``spec`` (the resolved spec, a JSON-able dict), ``axes`` (ordered mapping
@@ -273,11 +453,19 @@ def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume:
     Resume: ``out_dir`` must hold a header whose resolved spec equals ``header['spec']``; otherwise
     StoreError naming the changed keys. The stored header is returned (so the first run's packing
     decisions, kept in ``header['plan']``, stay in force); leftover temporary chunk dirs are removed.
+
+    ``shard`` (a label, e.g. 'shard-0-of-4'; the caller holds that shard's lock): shards create
+    the header race-free (the first of several starting at once creates it, the others compare
+    their spec with it: StoreConflict when it differs). Without ``resume`` a shard joins a store
+    of the same spec as long as it has written no chunk there itself; only its own leftover
+    temporary chunk dirs are removed.
     """
     out = Path(out_dir)
     header = dict(header)
     header["spec_hash"] = spec_hash(header["spec"])
     header.setdefault("format", FORMAT)
+    if shard is not None:
+        return _open_shared(out, header, resume=resume, shard=shard)
     if resume:
         if not (out / HEADER).exists():
             if out.exists() and _entries(out):
@@ -285,11 +473,7 @@ def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume:
             resume = False  # nothing to resume: start fresh
         else:
             old = read_header(out)
-            if old.get("spec_hash") != header["spec_hash"] or old.get("spec") != header["spec"]:
-                changed = spec_diff(old.get("spec", {}), header["spec"])
-                raise StoreError(
-                    f"cannot resume {out}: the spec changed since the first run "
-                    f"(changed: {', '.join(changed) or 'spec hash'}); use a new --out directory")
+            _check_spec(out, old, header, "cannot resume")
             remove_partial(out)
             return old
     if out.exists():
@@ -303,14 +487,62 @@ def open_store(out_dir: str | os.PathLike, header: Mapping[str, Any], *, resume:
     return header
 
 
-def remove_partial(out_dir: str | os.PathLike) -> int:
-    """Remove leftover temporary directories of interrupted writes; returns how many."""
+def _open_shared(out: Path, header: dict[str, Any], *, resume: bool, shard: str) -> dict[str, Any]:
+    if out.exists() and not (out / HEADER).exists() and [   # (what other shards make meanwhile)
+            p for p in _entries(out) if not p.name.startswith(".tmp-") and p.name not in (
+                CHUNKS, SHARDS, HEADER)]:
+        raise StoreError(f"{out} is not empty but holds no {HEADER}; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not _create_exclusive(out / HEADER, header):
+        old = read_header(out)
+        _check_spec(out, old, header, "cannot run into")
+        header = old
+    (out / CHUNKS).mkdir(exist_ok=True)
+    if not resume and any(m.get("info", {}).get("shard") == shard for m in list_chunks(out)):
+        raise StoreError(f"{shard} has already written chunks to {out}; pass --resume to "
+                         f"continue it")
+    remove_partial(out, writer=shard)
+    return header
+
+
+def read_shards(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The shard record (``shards.json``) of a store, or None when it has none."""
+    path = Path(out_dir) / SHARDS
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path} is not valid JSON: {e}") from None
+
+
+def open_shards(out_dir: str | os.PathLike, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Create the shard record (``count``: N, ``spec_hash``, ``chunks``: the assignment) or, when
+    a shard created it first, return the stored one after checking that N and the spec hash
+    agree (else StoreConflict). The stored assignment is the one every shard follows."""
+    out = Path(out_dir)
+    if _create_exclusive(out / SHARDS, dict(record)):
+        return dict(record)
+    old = read_shards(out) or {}
+    if old.get("count") != record["count"]:
+        raise StoreConflict(f"{out} is split into {old.get('count')} shards ({SHARDS}), not "
+                            f"{record['count']}; use --shard I/{old.get('count')}")
+    if old.get("spec_hash") != record["spec_hash"]:
+        raise StoreConflict(f"{out}: {SHARDS} was made for another spec; use a new --out")
+    return old
+
+
+def remove_partial(out_dir: str | os.PathLike, writer: str | None = None) -> int:
+    """Remove leftover temporary directories of interrupted writes; returns how many. With
+    ``writer`` (a shard's label) only that writer's temporary chunk dirs."""
     n = 0
-    for base in (Path(out_dir), Path(out_dir) / CHUNKS):
+    bases = (Path(out_dir), Path(out_dir) / CHUNKS) if writer is None else (Path(out_dir) / CHUNKS,)
+    prefix = ".tmp-" if writer is None else f".tmp-{writer}-"
+    for base in bases:
         if not base.is_dir():
             continue
         for p in base.iterdir():
-            if p.name.startswith(".tmp-"):
+            if p.name.startswith(prefix):
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
@@ -325,13 +557,16 @@ def remove_partial(out_dir: str | os.PathLike) -> int:
 
 def write_chunk(out_dir: str | os.PathLike, name: str, coords: Sequence[Sequence[Any]],
                 data: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[str]],
-                steps: Sequence[int], info: Mapping[str, Any] | None = None) -> Path:
+                steps: Sequence[int], info: Mapping[str, Any] | None = None,
+                writer: str | None = None) -> Path:
     """Write one finished chunk atomically; returns its directory.
 
     coords: one coordinate tuple per run (values of the header's axes, in order), R runs.
     data: name -> array with leading run axis (R, ...). dims: name -> dim names of the trailing
     axes (a variable whose first trailing dim is ``step`` is indexed by ``steps``; the other dims
     are positional and NaN-filled to the largest size across chunks). info: JSON-able extras.
+    writer: a shard's label, put in the temporary directory's name (``.tmp-<writer>-...``) so
+    that the shard's resume removes its own leftovers only.
     """
     if not _NAME_RE.match(name):
         raise StoreError(f"bad chunk name {name!r}")
@@ -353,7 +588,8 @@ def write_chunk(out_dir: str | os.PathLike, name: str, coords: Sequence[Sequence
     final = out / CHUNKS / name
     if final.exists():
         raise StoreError(f"chunk {name} already exists in {out}")
-    tmp = out / CHUNKS / f".tmp-{name}-{os.getpid()}"
+    tmp = out / CHUNKS / (f".tmp-{name}-{os.getpid()}" if writer is None
+                          else f".tmp-{writer}-{name}-{socket.gethostname()}-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -520,23 +756,52 @@ def consolidate(out_dir: str | os.PathLike) -> Path:
     return final
 
 
+def _consolidated(out: Path) -> xr.Dataset | None:
+    """``OUT/results.zarr`` opened, when it exists and holds exactly the finished chunks."""
+    res = out / RESULTS
+    if not res.is_dir():
+        return None
+    ds = xr.open_dataset(res, engine="zarr", consolidated=True, chunks=None)
+    names = sorted(m["name"] for m in list_chunks(out))
+    if ds.attrs.get("chunks") == canonical_json(names):
+        return ds
+    ds.close()
+    return None
+
+
+def consolidate_if_complete(out_dir: str | os.PathLike) -> Path | None:
+    """Consolidate a store filled by shards once every planned run is in; returns the path of
+    ``results.zarr``, or None while runs are missing. Shards finishing at the same time
+    serialise on ``OUT/.rnn-ntk.lock.consolidate`` (a blocking flock; that file stays): the
+    second finds the store already consolidated and keeps it."""
+    out = Path(out_dir)
+    if len(done_runs(out)) < int(read_header(out).get("n_runs", 0)):
+        return None
+    fd = os.open(out / f"{LOCK}.consolidate", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        ds = _consolidated(out)
+        if ds is not None:
+            ds.close()
+            return out / RESULTS
+        return consolidate(out)
+    finally:
+        os.close(fd)
+
+
 def load_results(path: str | os.PathLike) -> xr.Dataset:
     """Open a sweep's results as an xarray Dataset (e.g. ``ds.sel(width=256, lr=0.1)``).
 
     ``path`` is a run's output directory or its ``results.zarr``. From a directory, the
     consolidated ``results.zarr`` is used when it is up to date with the finished chunks; otherwise
-    (a run still going, or interrupted) the dataset is assembled from the finished chunks.
+    (a run still going, or interrupted, or shards still filling it) the dataset is assembled from
+    the finished chunks: cells not run yet are NaN (float) / False (bool) and ``ran`` is False
+    there (a store with no finished chunk holds ``ran`` alone).
     """
     p = Path(path)
     if p.is_dir() and (p / HEADER).is_file():
-        res = p / RESULTS
-        if res.is_dir():
-            ds = xr.open_dataset(res, engine="zarr", consolidated=True, chunks=None)
-            names = sorted(m["name"] for m in list_chunks(p))
-            if ds.attrs.get("chunks") == canonical_json(names):
-                return ds.load()
-            ds.close()
-        return assemble(p)
+        ds = _consolidated(p)
+        return ds.load() if ds is not None else assemble(p)
     if p.is_dir() and ((p / ".zmetadata").is_file() or (p / "zarr.json").is_file()):
         return xr.open_dataset(p, engine="zarr", chunks=None).load()
     raise StoreError(f"{path} is neither a sweep output directory nor a results.zarr store")

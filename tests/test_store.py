@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,107 @@ def test_lock_held_by_another_process_then_stale_after_sigkill(tmp_path):
         assert "that process is gone" in lock.note
         assert json.loads((out / store.LOCK).read_text())["pid"] == os.getpid()
     assert not (out / store.LOCK).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# shards: one lock each, the directory lock shared; race-free header and shard record
+
+
+def test_shard_locks_exclude_plain_writers_and_each_other(tmp_path):
+    out = tmp_path / "out"
+    with store.lock_store(out, shard="shard-0-of-2"):
+        info = json.loads(store.shard_lock_path(out, "shard-0-of-2").read_text())
+        assert info["pid"] == os.getpid()
+        with store.lock_store(out, shard="shard-1-of-2"):        # another shard runs alongside
+            with pytest.raises(StoreError) as e:                 # a plain writer is refused
+                store.lock_store(out)
+            msg = str(e.value)
+            assert "\n" not in msg and "in use by rnn-ntk shard(s) 0/2 (pid" in msg
+            assert "1/2 (pid" in msg
+            with pytest.raises(StoreError, match="in use by another rnn-ntk writer"):
+                store.lock_store(out, shard="shard-1-of-2")      # the same shard twice
+            assert store.lock_state(store.shard_lock_path(out, "shard-1-of-2"))[1] == "live"
+        assert (out / store.LOCK).exists()                       # shard 0 still holds it
+        with pytest.raises(StoreError, match="shard"):
+            store.lock_store(out)
+    assert not (out / store.LOCK).exists() and not list(out.glob(".rnn-ntk.lock*"))
+    with store.lock_store(out):                                  # plain, then shards refused
+        with pytest.raises(StoreError, match="plain \\(unsharded\\) rnn-ntk writer \\(pid"):
+            store.lock_store(out, shard="shard-0-of-2")
+        assert not store.shard_lock_path(out, "shard-0-of-2").exists()
+    assert not out.exists()        # created by the first lock, nothing written, removed again
+
+
+def test_shards_create_the_header_and_record_race_free(tmp_path):
+    out = tmp_path / "out"
+    n = 8
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, [None] * n
+
+    def start(i):
+        header = dict(_header(), created=f"by {i}")
+        rec = {"count": 4, "spec_hash": store.spec_hash(SPEC), "chunks": [{"by": i}]}
+        if i == n - 1:
+            header = _header(dict(SPEC, extra={"x": 1}))       # one with another spec
+            rec = dict(rec, count=5)
+        barrier.wait()
+        try:
+            h = store.open_store(out, header, resume=False, shard=f"shard-{i}-of-4")
+            results[i] = (h["created"], store.open_shards(out, rec)["chunks"][0]["by"])
+        except StoreError as e:
+            errors[i] = e
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    made = json.loads((out / store.HEADER).read_text())
+    if made["spec"] == SPEC:       # a same-spec shard won the race: all the others agree
+        ok = [r for r in results if r is not None]
+        assert len(ok) == n - 1 and len(set(ok)) == 1 and ok[0][0] == made["created"]
+        assert isinstance(errors[-1], store.StoreConflict) and "changed: extra.x" in str(errors[-1])
+        assert ok[0][1] == json.loads((out / store.SHARDS).read_text())["chunks"][0]["by"]
+    else:                          # the odd one won: every other shard is refused
+        assert all(isinstance(e, store.StoreConflict) for e in errors[:-1])
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+    # N differing from the store's, and a shard that already wrote chunks without --resume
+    if made["spec"] == SPEC:
+        with pytest.raises(store.StoreConflict, match="split into 4 shards.*not 3"):
+            store.check_store(out, SPEC, 3)
+        store.check_store(out, SPEC, 4)
+        data, dims = _metrics(np.random.default_rng(5), 1, 3, [8])
+        store.write_chunk(out, "s0", [(8, 0.1, 0)], data, dims, [0, 2, 4],
+                          info={"shard": "shard-0-of-4"}, writer="shard-0-of-4")
+        with pytest.raises(StoreError, match="shard-0-of-4 has already written chunks.*--resume"):
+            store.open_store(out, _header(), resume=False, shard="shard-0-of-4")
+        store.open_store(out, _header(), resume=True, shard="shard-0-of-4")
+
+
+def test_a_shard_removes_only_its_own_partial_writes(tmp_path):
+    out, _ = _fill(tmp_path, np.random.default_rng(6))
+    data, dims = _metrics(np.random.default_rng(7), 1, 3, [8])
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed before rename")
+
+    for writer in ("shard-0-of-2", "shard-1-of-2"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(store.os, "rename", crash)
+            with pytest.raises(KeyboardInterrupt):
+                store.write_chunk(out, f"late-{writer}", [(8, 0.2, 1)], data, dims, [0, 2, 4],
+                                  writer=writer)
+    tmp = sorted(p.name for p in (out / store.CHUNKS).iterdir() if p.name.startswith(".tmp"))
+    assert len(tmp) == 2 and all(t.startswith(".tmp-shard-") for t in tmp)
+    assert store.remove_partial(out, writer="shard-0-of-2") == 1
+    left = [p.name for p in (out / store.CHUNKS).iterdir() if p.name.startswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(".tmp-shard-1-of-2-late-shard-1-of-2")
+    assert [m["name"] for m in store.list_chunks(out)] == ["a", "b"]
+
+
+def test_empty_store_loads_with_nothing_ran(tmp_path):
+    out = tmp_path / "out"
+    store.open_store(out, _header(), resume=False)
+    ds = store.load_results(out)
+    assert ds.ran.dims == ("width", "lr", "seed") and not ds.ran.values.any()
+    assert ds.attrs["n_runs_done"] == 0 and ds.attrs["n_runs_planned"] == 12

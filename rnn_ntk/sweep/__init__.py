@@ -3,7 +3,8 @@
 Modules: :mod:`~rnn_ntk.sweep.spec` (TOML -> validated Spec; override), :mod:`~rnn_ntk.sweep.plan`
 (runs, configs, programs, chunks; pure), :mod:`~rnn_ntk.sweep.cost` (the one cost model: flops,
 seconds, bytes, memory; imports no other rnn_ntk module), :mod:`~rnn_ntk.sweep.execute` (prepare,
-execute, run_sweep) and :mod:`~rnn_ntk.sweep.demo`. Every public name of those modules is an
+execute, run_sweep), :mod:`~rnn_ntk.sweep.shard` (``--shard I/N``: cost-balanced chunk shares of
+one store, its status) and :mod:`~rnn_ntk.sweep.demo`. Every public name of those modules is an
 attribute of this package, imported on first use (so ``import rnn_ntk.sweep.cost`` loads neither
 the planner nor the executor); setting one (``monkeypatch.setattr(sweep, "PROGRESS_MIN_RUN_S",
 0)``) sets it in the module that owns it. ``rnn_ntk.sweep.execute`` is the function; import the
@@ -67,6 +68,8 @@ _EXPORTS = {
              "compile_seconds", "run_flops", "run_seconds", "progress_every", "output_bytes",
              "run_bytes", "device_memory", "memory_source", "available_memory", "parse_size"),
     "execute": ("run_chunk", "Summary", "prepare", "prepare_distributed", "execute", "run_sweep"),
+    "shard": ("Shard", "parse_shard", "balance", "chunk_cost", "assignment", "shard_plan",
+              "prepare_shard", "store_status", "format_status"),
     "demo": ("DEMO_SPEC", "demo_spec"),
 }
 _OWNER = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -1,7 +1,8 @@
 """Plan -> chunks of lanes over the devices -> result store (resume, atomic chunk writes).
 
 One writer per output directory: :func:`run_sweep` (and the CLI) hold
-:func:`rnn_ntk.store.lock_store` from opening the store to the last chunk. Nothing here prints:
+:func:`rnn_ntk.store.lock_store` from opening the store to the last chunk; or one per shard
+(``shard=``, :mod:`rnn_ntk.sweep.shard`), N shards writing one store at once. Nothing here prints:
 callers follow progress through ``on_chunk`` (per chunk) and ``on_step`` (run-steps).
 
 Several processes (``run_sweep(..., distributed=True)``, :mod:`rnn_ntk.distributed`): every
@@ -25,6 +26,7 @@ from rnn_ntk import store, train
 from rnn_ntk.sweep import cost
 from rnn_ntk.sweep.plan import (Chunk, Plan, Program, Run, expand_runs, fixed_lanes, lane_values,
                                 make_plan)
+from rnn_ntk.sweep.shard import Shard, parse_shard, prepare_shard
 from rnn_ntk.sweep.spec import Spec, SpecError
 
 __all__ = ["run_chunk", "Summary", "prepare", "prepare_distributed", "execute", "run_sweep"]
@@ -160,11 +162,13 @@ def prepare(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
     return plan
 
 
-def _summary(plan: Plan, out_dir: str | os.PathLike, n_trained: int, t0: float) -> Summary:
-    """Consolidate the store and count its runs and diverged runs (process 0; the counts are
-    broadcast to the other processes)."""
+def _summary(plan: Plan, out_dir: str | os.PathLike, n_trained: int, t0: float,
+             shard: Shard | None = None) -> Summary:
+    """Consolidate the store (a shard: only once every run is in) and count its runs and
+    diverged runs (process 0; the counts are broadcast to the other processes)."""
     def counts() -> tuple[int, int, str]:
-        path = store.consolidate(out_dir)
+        path = (store.consolidate(out_dir) if shard is None
+                else store.consolidate_if_complete(out_dir) or Path(out_dir))
         ds = store.load_results(out_dir)
         n_div = 0
         if "diverged" in ds:
@@ -222,13 +226,15 @@ def prepare_distributed(spec: Spec, out_dir: str | os.PathLike, *, resume: bool 
 
 def execute(plan: Plan, out_dir: str | os.PathLike, *,
             on_chunk: Callable[[Chunk, float], None] | None = None,
-            on_step: Callable[[int], None] | None = None) -> Summary:
+            on_step: Callable[[int], None] | None = None,
+            shard: Shard | None = None) -> Summary:
     """Run a prepared plan's chunks (each written atomically), then consolidate the store.
 
     on_chunk(chunk, seconds) after each written chunk; on_step(n) as training goes, n run-steps
     at a time (see :func:`run_chunk`; the calls sum to ``plan.steps_todo``). With on_step the
     progress variant of each program is compiled (records are bit-identical). The caller holds
-    the store's lock (:func:`rnn_ntk.store.lock_store`), as :func:`run_sweep` does."""
+    the store's lock (:func:`rnn_ntk.store.lock_store`), as :func:`run_sweep` does; a shard's
+    plan (:func:`rnn_ntk.sweep.shard.prepare_shard`) passes ``shard``, which tags its chunks."""
     t0 = time.perf_counter()
     n_trained = 0
     for chunk in plan.chunks:
@@ -237,21 +243,23 @@ def execute(plan: Plan, out_dir: str | os.PathLike, *,
         data, dims = run_chunk(plan, chunk, on_step)
         coords = [plan.runs[i].coords for i in chunk.runs]
         info = {"program": p.id, "array_width": p.cfg.width_array,
-                "seconds": round(time.perf_counter() - t, 3)}
+                "seconds": round(time.perf_counter() - t, 3),
+                **({"shard": shard.label} if shard else {})}
         dist.from_writer(lambda: str(store.write_chunk(  # process 0 writes, all wait
             out_dir, chunk.name, coords, data, dims, np.arange(p.cfg.n_logs) * p.cfg.log_every,
-            info=info)), (store.StoreError,))
+            info=info, writer=shard.label if shard else None)), (store.StoreError,))
         n_trained += len(chunk.runs)
         if on_chunk is not None:
             on_chunk(chunk, time.perf_counter() - t)
-    return _summary(plan, out_dir, n_trained, t0)
+    return _summary(plan, out_dir, n_trained, t0, shard)
 
 
 def run_sweep(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
               max_memory: int | None = None,
               on_chunk: Callable[[Chunk, float], None] | None = None,
               on_step: Callable[[int], None] | None = None,
-              distributed: bool = False) -> Summary:
+              distributed: bool = False,
+              shard: str | tuple[int, int] | Shard | None = None) -> Summary:
     """:func:`prepare` then :func:`execute`, holding the store's lock throughout (a second
     writer on ``out_dir`` gets StoreError; nothing is written when the spec is invalid).
 
@@ -259,8 +267,17 @@ def run_sweep(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
     :func:`rnn_ntk.distributed.initialize` (settings from RNN_NTK_COORDINATOR, ... or a
     detected cluster; a no-op when already initialised, which must happen before any other JAX
     call), then :func:`prepare_distributed` and :func:`execute`; process 0 writes ``out_dir``.
-    Without it, a process of a multi-process JAX run is refused (ValueError)."""
+    Without it, a process of a multi-process JAX run is refused (ValueError).
+
+    ``shard`` ('I/N', (I, N) or a :class:`~rnn_ntk.sweep.shard.Shard`): run only that shard's
+    chunks (:mod:`rnn_ntk.sweep.shard`), holding its own lock, alongside the other shards; a bad
+    shard (ValueError), another spec or another N in the store (StoreConflict) are refused before
+    any compute. Not with ``distributed`` (ValueError)."""
+    sh = parse_shard(shard) if shard is not None else None
     if distributed:
+        if sh is not None:
+            raise ValueError("run_sweep: shard and distributed exclude each other (a distributed "
+                             "run is one writer over all processes)")
         dist.initialize()
         with prepare_distributed(spec, out_dir, resume=resume, max_memory=max_memory) as got:
             return execute(got[0], out_dir, on_chunk=on_chunk, on_step=on_step)
@@ -269,7 +286,12 @@ def run_sweep(spec: Spec, out_dir: str | os.PathLike, *, resume: bool = False,
         raise ValueError(f"run_sweep: this is one of {jax.process_count()} JAX processes; pass "
                          f"distributed=True (every process) so that process 0 alone writes")
     plan = make_plan(spec, max_memory=max_memory)
-    with store.lock_store(out_dir):
-        plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
-        return execute(plan, out_dir, on_chunk=on_chunk, on_step=on_step)
-
+    if sh is not None:
+        store.check_store(out_dir, plan.spec.resolved, sh.count)
+    with store.lock_store(out_dir, shard=sh.label if sh else None):
+        if sh is not None:
+            plan = prepare_shard(spec, out_dir, sh, resume=resume, max_memory=max_memory,
+                                 plan=plan)
+        else:
+            plan = prepare(spec, out_dir, resume=resume, max_memory=max_memory, plan=plan)
+        return execute(plan, out_dir, on_chunk=on_chunk, on_step=on_step, shard=sh)

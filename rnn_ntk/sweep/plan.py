@@ -75,21 +75,44 @@ def _factors(spec: Spec) -> list[list[dict[str, Any]]]:
 
 
 def expand_runs(spec: Spec) -> list[Run]:
-    """All runs of a spec, in order: the product over independent axes and zip groups, seed last."""
+    """All runs of a spec, in order: the product over independent axes and zip groups, seed last.
+
+    Each factor value's pieces (coordinates, static and lane values, key ints) are computed once,
+    so a run costs a few tuple concatenations (10^5 runs plan in seconds)."""
     sec = {a.name: a.section for a in spec.axes}
     fields = {a.name: CATALOGUE[a.section][a.name] for a in spec.axes if a.section != "sweep"}
-    runs = []
-    for i, combo in enumerate(itertools.product(*_factors(spec))):
-        vals: dict[str, Any] = {}
-        for d in combo:
-            vals.update(d)
-        width = vals.get("width", spec.fixed["model"].get("width"))
-        static = tuple((sec[n], n, v) for n, v in vals.items()
+    pos = {a.name: i for i, a in enumerate(spec.axes)}
+    axis = {a.name: a for a in spec.axes}
+    fixed_width = spec.fixed["model"].get("width")
+
+    def pieces(d: Mapping[str, Any]) -> tuple:
+        coords = tuple((pos[n], axis[n].coord(v)) for n, v in d.items())
+        static = tuple((sec[n], n, v) for n, v in d.items()
                        if n in fields and not fields[n].traced and n != "width")
-        lanes = tuple((n, v) for n, v in vals.items() if n in fields and fields[n].traced)
-        kc = tuple(key_coord(n, vals[n]) for n in spec.key_axes)
-        runs.append(Run(i, tuple(a.coord(vals[a.name]) for a in spec.axes), int(vals["seed"]),
-                        int(width), static, lanes, kc))
+        lanes = tuple((n, v) for n, v in d.items() if n in fields and fields[n].traced)
+        keys = {n: key_coord(n, d[n]) for n in spec.key_axes if n in d}
+        return d, coords, static, lanes, keys
+
+    factors = [[pieces(d) for d in f] for f in _factors(spec)]
+    n_axes = len(spec.axes)
+    runs = []
+    for i, combo in enumerate(itertools.product(*factors)):
+        coords: list[Any] = [None] * n_axes
+        static: tuple = ()
+        lanes: tuple = ()
+        keys: dict[str, int] = {}
+        vals: dict[str, Any] = {}
+        for d, c, st, ln, kc in combo:
+            vals.update(d)
+            for j, v in c:
+                coords[j] = v
+            static += st
+            lanes += ln
+            if kc:
+                keys.update(kc)
+        width = vals.get("width", fixed_width)
+        runs.append(Run(i, tuple(coords), int(vals["seed"]), int(width), static, lanes,
+                        tuple(keys[n] for n in spec.key_axes)))
     return runs
 
 
@@ -305,8 +328,17 @@ class _Bucket:
     cfgs: dict[int, TrainConfig | None]    # None: invalid (noted; make_plan raises)
 
 
+def _fast_json(obj: Any) -> str:
+    """``store.canonical_json(jsonable(obj))`` (tuples are JSON arrays either way): the
+    conversion only runs when the text needs it (non-finite floats)."""
+    try:
+        return store.canonical_json(obj)
+    except (ValueError, TypeError):
+        return store.canonical_json(jsonable(obj))
+
+
 def _bucket_key(run: Run) -> str:
-    return store.canonical_json(jsonable([[s, n, coord_value(v)] for s, n, v in run.static]))
+    return _fast_json([[s, n, coord_value(v)] for s, n, v in run.static])
 
 
 def _run_config(spec: Spec, run: Run, lane_fixed: Mapping[str, float],
@@ -360,8 +392,12 @@ def _validate_buckets(spec: Spec, runs: Sequence[Run]) -> list[_Bucket]:
     statics: dict[str, tuple] = {}
     members: dict[str, list[int]] = {}
     cfgs: dict[str, dict[int, TrainConfig | None]] = {}
+    keys: dict[tuple, str] = {}              # static values -> bucket key (one JSON text each)
     for r in runs:
-        key = _bucket_key(r)
+        try:
+            key = keys.get(r.static) or keys.setdefault(r.static, _bucket_key(r))
+        except TypeError:                    # unhashable static values
+            key = _bucket_key(r)
         statics.setdefault(key, r.static)
         members.setdefault(key, []).append(r.index)
         by_width = cfgs.setdefault(key, {})
@@ -469,10 +505,13 @@ def _chunks_of(p: Program, index: int, runs: Sequence[Run]) -> list[Chunk]:
     chunks = []
     for j in range(n_chunks):
         sel = tuple(p.todo[j * size:(j + 1) * size])
-        h = hashlib.sha1(store.canonical_json(
-            jsonable([list(runs[i].coords) for i in sel])).encode()).hexdigest()[:10]
-        chunks.append(Chunk(f"{p.id}-{h}", index, sel, size))
+        chunks.append(Chunk(_chunk_name(p.id, [runs[i].coords for i in sel]), index, sel, size))
     return chunks
+
+
+def _chunk_name(program_id: str, coords: Sequence[tuple]) -> str:
+    """A chunk's name: its program and a hash of its runs' coordinates."""
+    return f"{program_id}-{hashlib.sha1(_fast_json(coords).encode()).hexdigest()[:10]}"
 
 
 def _chunk_programs(spec: Spec, programs: Sequence[Program], runs: Sequence[Run],

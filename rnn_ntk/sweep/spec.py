@@ -11,6 +11,7 @@ text a store records).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -96,16 +97,22 @@ class Axis:
         """The store coordinate of one of this axis' values (see :func:`coord_value`); an axis
         mixing kinds of values (e.g. batch_size 8 and "full") has string coordinates."""
         c = coord_value(v)
-        kinds = {_coord_kind(coord_value(x)) for x in self.values}
-        return str(c) if len(kinds) > 1 else c
+        return str(c) if self._mixed else c
+
+    @functools.cached_property
+    def _mixed(self) -> bool:
+        """Whether the axis mixes kinds of values (computed once: coord is called per run)."""
+        return len({_coord_kind(coord_value(x)) for x in self.values}) > 1
 
     @property
     def coords(self) -> list:
         """The axis' coordinate values: unique, in order of first appearance."""
         out: list = []
+        seen: set = set()      # one kind per axis (mixed ones are str), so set == list semantics
         for v in self.values:
             c = self.coord(v)
-            if c not in out:
+            if c not in seen:
+                seen.add(c)
                 out.append(c)
         return out
 

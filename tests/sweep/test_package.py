@@ -29,7 +29,7 @@ FORMER_NAMES = (
 def test_every_former_name_is_the_owning_modules_object():
     assert set(FORMER_NAMES) <= set(sweep.__all__) <= set(dir(sweep))
     for name in sweep.__all__:
-        owners = [m for m in ("spec", "plan", "cost", "execute", "demo")
+        owners = [m for m in ("spec", "plan", "cost", "execute", "shard", "demo")
                   if name in importlib.import_module(f"rnn_ntk.sweep.{m}").__all__]
         assert len(owners) == 1, (name, owners)
         assert getattr(sweep, name) is getattr(importlib.import_module(
