@@ -182,22 +182,24 @@ SETTINGS = {
 # ----------------------------------------------------------------------------------------------
 # pieces (public: tested in tests/experiments/test_c1_kernel_complexity.py)
 
-def complexity(H_NN: np.ndarray, y_N: np.ndarray, jitter: float = JITTER) -> float:
+def complexity(H_NN: np.ndarray, y_N: np.ndarray, jitter: float = JITTER) -> float | np.ndarray:
     """The scale-free complexity sqrt(y^T (H + j I)^-1 y tr(H)) / n, j = jitter * mean(diag H).
 
     Invariant under H -> a H (a > 0); equal to sqrt(y^T H'^-1 y / n) for H' = H / mean(diag H).
-    By a Cholesky solve in float64.
+    By one Cholesky factorisation in float64 (shared by the columns of a 2-D ``y_N``).
 
     Args:
       H_NN: (n, n) positive semi-definite Gram matrix.
-      y_N: (n,) labels.
+      y_N: (n,) labels, or (n, k) for k label vectors on the same inputs.
       jitter: relative ridge.
 
     Returns:
-      The complexity (a float).
+      A float for (n,) labels, a (k,) array for (n, k) labels.
     """
     H = np.asarray(H_NN, np.float64)
-    y = np.asarray(y_N, np.float64).reshape(-1)
+    y = np.asarray(y_N, np.float64)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be (n,) or (n, k), got shape {y.shape}")
     n = y.shape[0]
     if H.shape != (n, n):
         raise ValueError(f"H must be ({n}, {n}) for y of length {n}, got {H.shape}")
@@ -206,7 +208,8 @@ def complexity(H_NN: np.ndarray, y_N: np.ndarray, jitter: float = JITTER) -> flo
         raise ValueError(f"H must have a positive trace, got {tr}")
     L = np.linalg.cholesky(H + jitter * tr / n * np.eye(n))
     z = np.linalg.solve(L, y)
-    return float(math.sqrt(z @ z * tr) / n)
+    c = np.sqrt(np.sum(z * z, axis=0) * tr) / n
+    return float(c) if y.ndim == 1 else c
 
 
 def lag_target(x_NTD: np.ndarray, lags: tuple[int, ...], beta_JD: np.ndarray) -> np.ndarray:
@@ -315,7 +318,7 @@ def _kernel_piece(t: Target, st: Setting) -> dict[str, np.ndarray]:
             H, Ht = np.asarray(H), np.asarray(Ht)
             lam[s] = np.linalg.eigvalsh(H)[-1]
             for i, n in enumerate(st.ns):
-                meas[s, i] = np.mean([complexity(H[:n, :n], y[:n, k]) for k in range(y.shape[1])])
+                meas[s, i] = np.mean(complexity(H[:n, :n], y[:n]))
                 p = np.concatenate([np.asarray(kernel_regression(   # one lag set at a time: one
                     H[:n, :n], y[:n, k:k + 1], Ht[:, :n], diag_reg=JITTER))  # compile per n
                     for k in range(y.shape[1])], axis=1)

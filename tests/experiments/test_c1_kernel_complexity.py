@@ -28,6 +28,9 @@ def test_complexity_known_closed_form_for_identity_kernel():
     assert c1.complexity(np.eye(4), y, jitter=0.0) == pytest.approx(np.sqrt(np.mean(y ** 2)))
     with pytest.raises(ValueError, match="H must be"):
         c1.complexity(np.eye(3), y)
+    Y = np.stack([y, 2 * y, -y], axis=1)                # columns share one factorisation
+    np.testing.assert_allclose(c1.complexity(np.eye(4), Y, jitter=0.0),
+                               np.sqrt(np.mean(y ** 2)) * np.array([1, 2, 1]), rtol=1e-12)
     with pytest.raises(ValueError, match="positive trace"):
         c1.complexity(np.zeros((4, 4)), y)
 
