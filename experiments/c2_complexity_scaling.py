@@ -304,6 +304,8 @@ def figures(results_dir, fig_dir) -> list[Path]:
     ax[0, 3].axhline(1.0, color="k", lw=0.8, ls=":", label="loss range (vacuous)")
     ax[0, 3].axhline(P["zero_loss"].mean(), color="gray", lw=0.8, ls="--", label="zero predictor")
     ax[0, 3].set_xscale("log")
+    ax[0, 3].set_xticks(ns, [str(int(v)) for v in ns])
+    ax[0, 3].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax[0, 3].set_xlabel("training samples n")
     ax[0, 3].set_ylabel("min(|f - y|, 1)")
     ax[0, 3].set_title(f"bound vs test loss (additive, L = {PHASE_LENGTH})")
