@@ -18,6 +18,13 @@ or keys of the same R never recompile. :func:`release_compiled` drops them when 
 nears Linux's memory-map limit (XLA:CPU keeps ~500 maps per cached program). Step progress
 (``train_many(..., progress=fn)``) runs a variant of the program with the per-log hook of
 :mod:`rnn_ntk.progress`.
+
+Checkpointed runs (``train_many(..., checkpoint=ckpt)`` with cfg.checkpoint_every = K): the lanes
+run the segment program (:func:`rnn_ntk.train.make_segment`, compiled once per (cfg, layout)
+like the single program, laid out the same way, the segment's first log shared by all lanes)
+segment after segment, and the lane states and records so far go to ``ckpt``
+(:mod:`rnn_ntk.checkpoint`) between segments; a call finding a saved state continues after it.
+The single program of a run never depends on K.
 """
 from __future__ import annotations
 
@@ -326,7 +333,8 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
         return _train_segments(cfg, kd, hp, key_impl, layout, devices, R, checkpoint, progress,
                                progress_every)
     # checkpoint_every never changes the program of an unsegmented run: one cached program
-    fn = _many_fn(cfg.replace(checkpoint_every=0), layout, key_impl, tuple(hp), devices,
+    one_cfg = cfg.replace(checkpoint_every=0) if cfg.checkpoint_every else cfg
+    fn = _many_fn(one_cfg, layout, key_impl, tuple(hp), devices,
                   0 if progress is None else progress_every)
     args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
     if D > 1:

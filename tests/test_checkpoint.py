@@ -218,3 +218,51 @@ def test_interrupted_checkpointed_sweep_resumes_from_its_last_checkpoint_bit_for
     sweep.run_sweep(s, tmp_path / "again")
     assert k0s == starts
     _assert_bitwise(_data(tmp_path / "again"), want)
+
+
+@pytest.mark.slow
+def test_sigkilled_cli_run_resumes_from_its_checkpoint_to_the_same_store(tmp_path):
+    """The CLI killed (SIGKILL) once a checkpoint is on disk, then --resume: the store's data
+    equal the single program's bit for bit, and no checkpoint is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    text = SPEC.format(extra="checkpoint_every = 200", seeds=2, sweep="").replace(
+        "steps = 12\nlog_every = 2", "steps = 4000\nlog_every = 100")
+    (tmp_path / "spec.toml").write_text(text)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "out"
+
+    def cli(*extra):
+        return subprocess.Popen([sys.executable, "-m", "rnn_ntk.cli", "run", "spec.toml",
+                                 "--out", str(out), *extra], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def saved():
+        base = out / ckpt_lib.CHECKPOINTS
+        return [p for d in base.iterdir() for p in d.iterdir()
+                if p.name.isdigit()] if base.is_dir() else []
+
+    proc, t0 = cli(), time.time()
+    while not saved():
+        assert proc.poll() is None, f"finished before a checkpoint: {proc.communicate()}"
+        assert time.time() - t0 < 600, "no checkpoint written"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not store.list_chunks(out) and saved()
+    proc = cli("--resume")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()
+    assert not any((out / ckpt_lib.CHECKPOINTS).iterdir())
+    ref = tmp_path / "ref"
+    sweep.run_sweep(sweep.parse_spec(text.replace("checkpoint_every = 200", ""), "<ref>"), ref)
+    _assert_bitwise(_data(out), _data(ref))
