@@ -18,6 +18,13 @@ or keys of the same R never recompile. :func:`release_compiled` drops them when 
 nears Linux's memory-map limit (XLA:CPU keeps ~500 maps per cached program). Step progress
 (``train_many(..., progress=fn)``) runs a variant of the program with the per-log hook of
 :mod:`rnn_ntk.progress`.
+
+Checkpointed runs (``train_many(..., checkpoint=ckpt)`` with cfg.checkpoint_every = K): the lanes
+run the segment program (:func:`rnn_ntk.train.make_segment`, compiled once per (cfg, layout)
+like the single program, laid out the same way, the segment's first log shared by all lanes)
+segment after segment, and the lane states and records so far go to ``ckpt``
+(:mod:`rnn_ntk.checkpoint`) between segments; a call finding a saved state continues after it.
+The single program of a run never depends on K.
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnn_ntk.progress import progress_hook, progress_listener
 from rnn_ntk import schema
-from rnn_ntk.train import TrainConfig, _complete_hparams, check_hparams, make_train
+from rnn_ntk.train import (TrainConfig, _complete_hparams, check_hparams, make_segment, make_train,
+                           run_state_shape, segment_logs, segment_starts)
 # the one cost model (imports no other rnn_ntk module at import time)
 from rnn_ntk.sweep import cost
 
@@ -203,6 +211,7 @@ def release_compiled(force: bool = False) -> bool:
         if counts is None or counts[0] <= MAP_COUNT_FRACTION * counts[1]:
             return False
     _many_fn.cache_clear()
+    _segment_fn.cache_clear()
     jax.clear_caches()
     gc.collect()
     return True
@@ -293,7 +302,7 @@ def _global_call(fn: Callable, devices: tuple, *args: Any) -> Any:
 def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
                layout: Layout | None = None,
                progress: Callable[[np.ndarray, int], None] | None = None,
-               progress_every: int = 1) -> dict[str, Array]:
+               progress_every: int = 1, checkpoint: Any = None) -> dict[str, Array]:
     """R runs of one bucket in one compiled program.
 
     The runs are padded to a multiple of layout.n_devices (by repeating the last run; the padding
@@ -317,9 +326,18 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
         and cached separately per progress_every, see :mod:`rnn_ntk.progress`) and returns when
         every report is delivered. Records are bit-identical to progress=None.
       progress_every: logs between reports (>= 1).
+      checkpoint: None, or where to keep the lanes' state between segments (a
+        :class:`rnn_ntk.checkpoint.ChunkCheckpoint`: ``restore(like, meta)``, ``save(step, tree,
+        meta)``). With cfg.checkpoint_every = K (0 < K < steps) the runs go through the segment
+        program (:func:`rnn_ntk.train.make_segment`, one compiled program for every segment):
+        after each segment of ceil(K / log_every) logs but the last, the lane states (padded
+        lanes included) and the records so far are saved; a call finding a saved state continues
+        after it (progress then first reports the restored steps). Records are bit-identical to
+        a call without checkpoint (tested on CPU). Ignored when cfg.checkpoint_every is 0 or
+        >= steps.
 
     Returns:
-      make_train's records with a leading run axis R.
+      make_train's records with a leading run axis R (numpy arrays when checkpointed).
     """
     check_hparams(cfg, hparams)
     key_impl, kd = _key_data(keys)
@@ -335,7 +353,12 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
         idx = np.concatenate([np.arange(R), np.full((Rp - R,), R - 1)])
         kd = kd[idx]
         hp = {k: a[idx] for k, a in hp.items()}
-    fn = _many_fn(cfg, layout, key_impl, tuple(hp), devices,
+    if checkpoint is not None and segment_logs(cfg):
+        return _train_segments(cfg, kd, hp, key_impl, layout, devices, R, checkpoint, progress,
+                               progress_every)
+    # checkpoint_every never changes the program of an unsegmented run: one cached program
+    one_cfg = cfg.replace(checkpoint_every=0) if cfg.checkpoint_every else cfg
+    fn = _many_fn(one_cfg, layout, key_impl, tuple(hp), devices,
                   0 if progress is None else progress_every)
     args: tuple = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
     run = fn
@@ -356,4 +379,115 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
             out = jax.block_until_ready(run(*args))
     if Rp != R:
         out = jax.tree.map(lambda a: a[:R], out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpointed runs: the segment program over ranges of logs, states saved in between
+
+@functools.lru_cache(maxsize=16)
+def _segment_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: tuple[str, ...],
+                devices: tuple, progress: int = 0) -> Callable:
+    """The compiled segment program fn(k0, kd_R, hp_R, state_R[, lane_R]) -> (state_R,
+    records_R (R, L), saved_R): :func:`rnn_ntk.train.make_segment` laid out as :func:`_many_fn`
+    lays out make_train (k0, the segment's first log, is shared by the lanes: not batched, so
+    the program's conds stay branches under vmap)."""
+    release_compiled()
+    seg = make_segment(cfg, on_log=progress_hook(cfg, progress) if progress else None)
+
+    def local(k0, *args_R):
+        def one(kd, hp, state, *lane):
+            key = kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
+            return seg(key, hp, state, k0, *lane)
+
+        if layout.strategy == "vmap":
+            return jax.vmap(one)(*args_R)
+        return jax.lax.map(lambda a: one(*a), args_R, batch_size=layout.batch_size)
+
+    if layout.n_devices == 1:
+        return jax.jit(local)
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    spec = PartitionSpec("runs")
+    sharded = jax.shard_map(local, mesh=mesh,
+                            in_specs=(PartitionSpec(),) + (spec,) * (4 if progress else 3),
+                            out_specs=spec, check_vma=False)
+    return jax.jit(sharded)
+
+
+def _fingerprint(cfg: TrainConfig, kd: Any, hp: dict[str, np.ndarray], L: int) -> dict[str, Any]:
+    """What a saved lane state belongs to: the config, the lanes' keys and hyper-parameters and
+    the segment length (a checkpoint of anything else is refused)."""
+    import hashlib
+    h = hashlib.sha256(repr(cfg).encode())
+    h.update(np.ascontiguousarray(np.asarray(kd)).tobytes())
+    for k in sorted(hp):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(hp[k]).tobytes())
+    return {"lanes_sha256": h.hexdigest(), "lanes": int(np.shape(kd)[0]), "segment_logs": L,
+            "n_logs": cfg.n_logs, "log_every": cfg.log_every}
+
+
+def _train_segments(cfg: TrainConfig, kd: Any, hp: dict[str, np.ndarray], key_impl: str | None,
+                    layout: Layout, devices: tuple, R: int, checkpoint: Any,
+                    progress: Callable[[np.ndarray, int], None] | None, progress_every: int
+                    ) -> dict[str, Any]:
+    """train_many's checkpointed path (kd, hp already padded to the device multiple)."""
+    L = segment_logs(cfg)
+    starts = segment_starts(cfg)
+    Rp, D, n_logs = int(np.shape(kd)[0]), layout.n_devices, cfg.n_logs
+    fn = _segment_fn(cfg, layout, key_impl, tuple(hp), devices,
+                     0 if progress is None else progress_every)
+    sharding = (NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
+                if D > 1 else jax.sharding.SingleDeviceSharding(devices[0]))
+    key0 = kd[0] if key_impl is None else jax.random.wrap_key_data(kd[0], impl=key_impl)
+    one = run_state_shape(cfg, key0, {k: a[0] for k, a in hp.items()})
+    state_like = jax.tree.map(lambda s: jax.ShapeDtypeStruct((Rp,) + s.shape, s.dtype,
+                                                             sharding=sharding), one)
+    rec_like = jax.eval_shape(lambda *a: fn(*a)[1], np.int32(0), kd, hp, state_like,
+                              *(() if progress is None else (np.zeros(Rp, np.int32),)))
+    records = {k: np.zeros((Rp, n_logs) + s.shape[2:], s.dtype) for k, s in rec_like.items()}
+    meta = _fingerprint(cfg, kd, hp, L)
+    like = {"state": state_like, "records": records}
+    first = 0
+    restored = checkpoint.restore(like, meta)
+    if restored is not None:
+        saved_meta, tree = restored
+        first = int(saved_meta["segment"])
+        state, records = tree["state"], {k: np.asarray(a) for k, a in tree["records"].items()}
+    else:
+        state = jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype), sharding),
+                             state_like)
+    args = (kd, hp) if progress is None else (kd, hp, np.arange(Rp, dtype=np.int32))
+    if D > 1:
+        args = jax.device_put(args, sharding)
+    k_dtype = jnp.arange(1).dtype
+
+    def run() -> dict[str, Any]:
+        nonlocal state
+        saved = {}
+        for j in range(first, len(starts)):
+            k0 = starts[j]
+            state, rec, saved = fn(np.asarray(k0, k_dtype), *args[:2], state, *args[2:])
+            lo, hi = max(k0, 0), min(k0 + L, n_logs)
+            for k, a in jax.device_get(rec).items():
+                records[k][:, lo:hi] = a[:, lo - k0:hi - k0]
+            if 0 < hi - 1 and j + 1 < len(starts):     # none at step 0 or at the end
+                checkpoint.save((hi - 1) * cfg.log_every, {"state": state, "records": records},
+                                dict(meta, segment=j + 1))
+        return saved
+
+    if progress is None:
+        saved = run()
+    else:
+        def report(lanes: np.ndarray, steps: int) -> None:
+            lanes = lanes[lanes < R]
+            if lanes.size:
+                progress(lanes, steps)
+
+        with progress_listener(report):
+            if first:     # the steps before the restored state, as if run now
+                report(np.arange(Rp), (min(starts[first], n_logs) - 1) * cfg.log_every)
+            saved = jax.block_until_ready(run())
+    out: dict[str, Any] = {k: a[:R] for k, a in records.items()}
+    out.update(jax.tree.map(lambda a: np.asarray(a)[:R], jax.device_get(saved)))
     return out

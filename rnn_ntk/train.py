@@ -76,7 +76,8 @@ __all__ = ["ADAM_B2", "DEFAULT_LR", "DEFAULT_MOMENTUM", "DTYPES", "INITS", "LOSS
            "RunState", "TrainConfig", "batch_indices", "batch_slice", "default_hparams",
            "epoch_permutation", "evaluate", "hparam_scales", "initial_state", "loss_value",
            "make_train", "model_step", "predict", "project", "record_names", "run_bytes",
-           "run_context", "run_log_steps", "setup_run", "symmetric_params", "train_step"]
+           "run_context", "run_log_steps", "run_state_shape", "segment_logs", "segment_starts",
+           "make_segment", "setup_run", "symmetric_params", "train_step"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LOSSES = ("mean", "sum_from_2")
@@ -117,7 +118,10 @@ class TrainConfig:
     for the kernel (<= n_test).  matmul_precision: precision of the run's matrix products
     (rnn_ntk.precision.MATMUL_PRECISIONS): 'highest' (full float32 on every backend), or
     'tensorfloat32' / 'default' (TF32 on Ampere/Hopper GPUs: faster, ~3 fewer digits); the
-    kernel-drift metric is always 'highest'.
+    kernel-drift metric is always 'highest'.  checkpoint_every: K > 0 runs a checkpointed run
+    (``train_many(..., checkpoint=...)``) as segments of ceil(K / log_every) logs, saving the lane
+    states between segments (:func:`segment_logs`); 0 (the default), or K >= steps, is one
+    program. The records never depend on it.
     Fields are declared once with their checks (``schema.fields_of(TrainConfig)``); the traced
     hyper-parameters of a run are :func:`hparam_fields`.
     """
@@ -143,6 +147,9 @@ class TrainConfig:
     n_probe: int = schema.field(32, check=schema.integer(1), doc="probe inputs of the NTK record")
     matmul_precision: str = schema.field("highest", choices=MATMUL_PRECISIONS,
                                          doc="precision of the run's matrix products")
+    checkpoint_every: int = schema.field(0, check=schema.integer(0),
+                                         doc="steps between mid-run checkpoints of a sweep chunk "
+                                             "(0 = off); never changes the records")
 
     def __post_init__(self) -> None:
         schema.check_config(self)
@@ -703,6 +710,43 @@ def _saved_params(ctx: RunContext, state: RunState) -> dict[str, Params]:
 LogHook = Callable[[Array, RunState, Any], None]
 
 
+def _check_program(cfg: TrainConfig, on_log: LogHook | None, data: Any) -> None:
+    """make_train's / make_segment's argument checks (one line each, before any trace)."""
+    if on_log is not None and not callable(on_log):
+        raise TypeError(f"on_log must be a callable or None, got {on_log!r}")
+    if data is not None:         # fixed data: shapes must be the task's
+        t = cfg.task
+        ys = (t.length, t.output_dim) if t.target == "all" else (t.output_dim,)
+        want = {"x_train": (t.n_train, t.length, t.input_dim), "y_train": (t.n_train,) + ys,
+                "x_test": (t.n_test, t.length, t.input_dim), "y_test": (t.n_test,) + ys}
+        for name, shape in want.items():
+            got = tuple(np.shape(getattr(data, name, None)))
+            if got != shape:
+                raise ConfigError(f"data.{name} must have shape {shape} for this task, got {got}")
+    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
+                          "True))")
+
+
+def _log_body(ctx: RunContext, on_log: LogHook | None, tag: Any
+              ) -> Callable[[RunState, Array], tuple[RunState, dict[str, Array]]]:
+    """The scan body over logs, ``log(state, k) -> (state, records of log k)``: log 0 evaluates
+    the initialisation; log k > 0 first runs its log_every steps (and the hook). One body for
+    both keeps the program (and its compile time) at one copy of evaluate. make_train and
+    make_segment run this same body."""
+    def advance(state, k):
+        state = run_log_steps(ctx, state, k)
+        if on_log is not None:
+            on_log(k, state, tag)
+        return state
+
+    def log(state, k):
+        state = jax.lax.cond(k > 0, advance, lambda s, _: s, state, k)
+        return state, evaluate(ctx, state, k)
+
+    return log
+
+
 def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None, data: Any = None
                ) -> Callable[..., dict[str, Array]]:
     """One run as a pure, jittable function (jit it, or use :func:`rnn_ntk.lanes.train_many`).
@@ -727,43 +771,96 @@ def make_train(cfg: TrainConfig, *, on_log: LogHook | None = None, data: Any = N
       (:func:`record_names`), plus 'init_params', 'final_params' (and 'lin_final_params'), each
       {'W', 'U', 'b', 'v'} at the array width, when cfg.save_params.
     """
-    if on_log is not None and not callable(on_log):
-        raise TypeError(f"on_log must be a callable or None, got {on_log!r}")
-    if data is not None:         # fixed data: shapes must be the task's
-        t = cfg.task
-        ys = (t.length, t.output_dim) if t.target == "all" else (t.output_dim,)
-        want = {"x_train": (t.n_train, t.length, t.input_dim), "y_train": (t.n_train,) + ys,
-                "x_test": (t.n_test, t.length, t.input_dim), "y_test": (t.n_test,) + ys}
-        for name, shape in want.items():
-            got = tuple(np.shape(getattr(data, name, None)))
-            if got != shape:
-                raise ConfigError(f"data.{name} must have shape {shape} for this task, got {got}")
-    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ConfigError("dtype 'float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', "
-                          "True))")
+    _check_program(cfg, on_log, data)
 
     @with_matmul_precision(cfg.matmul_precision)  # every product of the run, traced inside
     def train(key: Array, hparams: dict[str, Any], tag: Any = 0) -> dict[str, Array]:
         ctx = run_context(cfg, key, hparams, data)
-
-        def advance(state, k):
-            state = run_log_steps(ctx, state, k)
-            if on_log is not None:
-                on_log(k, state, tag)
-            return state
-
-        def log(state, k):
-            # log 0 evaluates the initialisation; log k > 0 first runs its log_every steps. One
-            # body for both keeps the program (and its compile time) at one copy of evaluate.
-            state = jax.lax.cond(k > 0, advance, lambda s, _: s, state, k)
-            return state, evaluate(ctx, state, k)
-
-        state, out = jax.lax.scan(log, initial_state(ctx), jnp.arange(cfg.n_logs))
+        state, out = jax.lax.scan(_log_body(ctx, on_log, tag), initial_state(ctx),
+                                  jnp.arange(cfg.n_logs))
         if cfg.save_params:
             out.update(_saved_params(ctx, state))
         return out
 
     return train
+
+
+# ----------------------------------------------------------------------------------------------
+# Segments: the same program cut into ranges of logs, resumable from a saved state
+
+def segment_logs(cfg: TrainConfig) -> int:
+    """Logs per segment of a checkpointed run: L = ceil(checkpoint_every / log_every), so a
+    checkpoint falls every L log_every >= checkpoint_every steps, on a log boundary; 0 when the
+    run is one program (checkpoint_every 0, or L log_every >= steps: no checkpoint before the
+    end)."""
+    K = cfg.checkpoint_every
+    L = -(-K // cfg.log_every)
+    return L if K and L * cfg.log_every < cfg.steps else 0
+
+
+def segment_starts(cfg: TrainConfig) -> list[int]:
+    """First log index k0 of each segment of a checkpointed run (:func:`make_segment` runs logs
+    k0 .. k0 + L - 1; those outside 0 .. n_logs - 1 are skipped): 1 - L (log 0 alone), then
+    1, 1 + L, ...: segment j >= 1 ends at step j L log_every, where its checkpoint is taken."""
+    L = segment_logs(cfg)
+    if not L:
+        raise ConfigError(f"checkpoint_every ({cfg.checkpoint_every}): the run has no segments "
+                          f"(0 or >= steps {cfg.steps})")
+    return [1 - L + j * L for j in range(1 + -(-(cfg.n_logs - 1) // L))]
+
+
+def make_segment(cfg: TrainConfig, *, on_log: LogHook | None = None, data: Any = None
+                 ) -> Callable[..., tuple[RunState, dict[str, Array], dict[str, Params]]]:
+    """One run as segments of L = :func:`segment_logs` logs: the body of :func:`make_train`
+    (the same top-level functions, the same records bit for bit) run over a range of logs from
+    a given state, so a run can stop after any segment and continue from its saved state.
+
+    Args:
+      cfg: the run's static structure (checkpoint_every > 0 and < steps).
+      on_log, data: as :func:`make_train`.
+
+    Returns:
+      ``segment(key, hparams, state, k0, tag=0) -> (state, records, saved)``: runs logs
+      k0 .. k0 + L - 1 (k0 an int scalar, traced: one compiled program serves every segment;
+      logs outside 0 .. n_logs - 1 are skipped and their records are zeros); ``state``: the
+      :class:`RunState` after log k0 - 1, ignored when k0 <= 0 (the run's initial state is used;
+      pass zeros shaped as :func:`run_state_shape`); records: (L,) per name; saved: the
+      'init_params' / 'final_params' (/ 'lin_final_params') of :func:`make_train` at the end
+      of the segment when cfg.save_params, else {}.
+    """
+    _check_program(cfg, on_log, data)
+    L = segment_logs(cfg)
+    if not L:
+        segment_starts(cfg)        # raises the one-line error
+
+    @with_matmul_precision(cfg.matmul_precision)
+    def segment(key: Array, hparams: dict[str, Any], state: RunState, k0: Array, tag: Any = 0
+                ) -> tuple[RunState, dict[str, Array], dict[str, Params]]:
+        ctx = run_context(cfg, key, hparams, data)
+        log = _log_body(ctx, on_log, tag)
+        k0 = jnp.asarray(k0)
+        first = k0 <= 0
+        state = jax.tree.map(lambda a, b: jnp.where(first, a, b), initial_state(ctx), state)
+        shapes = jax.eval_shape(lambda s, k: log(s, k)[1], state, k0)
+
+        def skip(s, k):
+            return s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+        def masked(s, k):
+            return jax.lax.cond((k >= 0) & (k < cfg.n_logs), log, skip, s, k)
+
+        state, out = jax.lax.scan(masked, state, k0 + jnp.arange(L, dtype=k0.dtype))
+        return state, out, (_saved_params(ctx, state) if cfg.save_params else {})
+
+    return segment
+
+
+def run_state_shape(cfg: TrainConfig, key: Array, hparams: dict[str, Any], data: Any = None
+                    ) -> RunState:
+    """The :class:`RunState` of a run as ``jax.ShapeDtypeStruct`` leaves (nothing computed):
+    the state a segment program carries (:func:`make_segment`)."""
+    return jax.eval_shape(lambda k, hp: initial_state(run_context(cfg, k, hp, data)), key,
+                          hparams)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ Several processes (``run_sweep(..., distributed=True)``, :mod:`rnn_ntk.distribut
 process runs every chunk (its lanes over the devices of all processes); process 0 alone holds
 the lock, plans what remains, writes and consolidates the store (why: see
 :mod:`rnn_ntk.distributed`); the others wait for each write.
+
+Mid-run checkpoints (``[train] checkpoint_every = K``): a chunk of such a program keeps its lane
+states in ``OUT/.checkpoints/<chunk>/`` (:mod:`rnn_ntk.checkpoint`, the last two every K steps),
+deleted once the chunk is written; a resumed sweep first continues the chunks that hold a
+checkpoint, from their last one, with their runs and lanes as saved (:func:`adopt_checkpoints`).
 """
 from __future__ import annotations
 
@@ -21,15 +26,17 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from rnn_ntk import checkpoint as ckpt_lib
 from rnn_ntk import distributed as dist
 from rnn_ntk import store, train
 from rnn_ntk.sweep import cost
-from rnn_ntk.sweep.plan import (Chunk, Plan, Program, Run, expand_runs, fixed_lanes, lane_values,
-                                make_plan)
+from rnn_ntk.sweep.plan import (Chunk, Plan, Program, Run, _chunks_of, expand_runs, fixed_lanes,
+                                lane_values, make_plan)
 from rnn_ntk.sweep.shard import Shard, parse_shard, prepare_shard
 from rnn_ntk.sweep.spec import Spec, SpecError
 
-__all__ = ["run_chunk", "Summary", "prepare", "prepare_distributed", "execute", "run_sweep"]
+__all__ = ["run_chunk", "Summary", "prepare", "prepare_distributed", "execute", "run_sweep",
+           "chunk_checkpoint", "adopt_checkpoints"]
 
 _PARAM_DIMS = {"W": ("unit", "unit_in"), "U": ("unit", "input"), "b": ("unit",),
                "v": ("unit", "output")}
@@ -103,13 +110,17 @@ def _store_variables(p: Program, records: Mapping[str, Any], runs: list[Run]
     return data, dims
 
 
-def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = None
+def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = None, *,
+              checkpoint: ckpt_lib.ChunkCheckpoint | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
     """Train one chunk's runs (padded to the chunk size) and return the store variables.
 
     on_step(n): n more run-steps done (padding lanes not counted), from device threads, one call
     at a time, every :func:`cost.progress_every` logs of each run (or once, at the chunk's end,
-    for short runs and with several processes); the calls sum to len(chunk.runs) * steps."""
+    for short runs and with several processes); the calls sum to len(chunk.runs) * steps (steps
+    restored from a checkpoint are reported first). checkpoint: the chunk's
+    :func:`chunk_checkpoint` when its program has checkpoint_every (saves the lanes between
+    segments, resumes from the last save)."""
     import jax
     import jax.numpy as jnp
     p = plan.programs[chunk.program]
@@ -126,7 +137,8 @@ def run_chunk(plan: Plan, chunk: Chunk, on_step: Callable[[int], None] | None = 
             on_step(n * steps)
 
     progress = report if every else None
-    records = train.train_many(p.cfg, keys, hp, progress=progress, progress_every=max(every, 1))
+    records = train.train_many(p.cfg, keys, hp, progress=progress, progress_every=max(every, 1),
+                               checkpoint=checkpoint)
     records = jax.device_get(records)
     if on_step is not None and not every and p.cfg.steps:
         on_step(len(runs) * p.cfg.steps)   # short runs: the whole chunk at once
@@ -224,6 +236,57 @@ def prepare_distributed(spec: Spec, out_dir: str | os.PathLike, *, resume: bool 
         yield plan, got["note"]
 
 
+def chunk_checkpoint(plan: Plan, chunk: Chunk, out_dir: str | os.PathLike
+                     ) -> ckpt_lib.ChunkCheckpoint | None:
+    """The checkpoints of ``chunk`` in ``out_dir`` (None when its program runs unsegmented:
+    checkpoint_every 0 or >= steps; and in a run over several JAX processes, which does not
+    checkpoint: a killed distributed chunk restarts from its first step). A checkpoint is used only by the same spec (hash), chunk
+    name, program, runs and lane count."""
+    import jax
+    p = plan.programs[chunk.program]
+    if not train.segment_logs(p.cfg) or jax.process_count() > 1:
+        return None
+    identity = {"spec_hash": store.spec_hash(plan.spec.resolved), "chunk": chunk.name,
+                "program": p.id, "runs": list(chunk.runs), "size": chunk.size}
+    return ckpt_lib.ChunkCheckpoint(ckpt_lib.checkpoint_dir(out_dir, chunk.name), identity)
+
+
+def adopt_checkpoints(plan: Plan, out_dir: str | os.PathLike) -> Plan:
+    """The plan with the chunks that hold a checkpoint in ``out_dir`` first, as they were saved.
+
+    A resumed plan may cut its remaining runs into other chunks than the interrupted run did
+    (fewer runs left, another memory budget); a chunk with a checkpoint of this spec whose runs
+    are all still to do in this plan (same program) is kept as saved, the program's other runs
+    are re-chunked around it. Checkpoints of chunks already written are deleted; others (another
+    spec, or runs this plan does not run) are left alone."""
+    ckpt_lib.remove_checkpoints(out_dir, [m["name"] for m in store.list_chunks(out_dir)])
+    h = store.spec_hash(plan.spec.resolved)
+    pending = {i: c.program for c in plan.chunks for i in c.runs}
+    names = {c.name for c in plan.chunks}
+    adopted: list[Chunk] = []
+    for info in ckpt_lib.saved_chunks(out_dir):
+        runs = tuple(info.get("runs", ()))
+        pi = next((i for i, p in enumerate(plan.programs) if p.id == info.get("program")), None)
+        if (info.get("spec_hash") != h or pi is None or not runs or info.get("chunk") in names
+                or any(pending.get(i) != pi for i in runs)):
+            continue
+        adopted.append(Chunk(info["chunk"], pi, runs, int(info["size"])))
+        for i in runs:
+            del pending[i]
+    if not adopted:
+        return plan
+    taken = {i for c in adopted for i in c.runs}
+    chunks = list(adopted)
+    for pi, p in enumerate(plan.programs):
+        mine = [c for c in plan.chunks if c.program == pi]
+        if not any(i in taken for c in mine for i in c.runs):
+            chunks += mine
+            continue
+        rest = [i for c in mine for i in c.runs if i not in taken]
+        chunks += _chunks_of(dataclasses.replace(p, todo=rest), pi, plan.runs)
+    return dataclasses.replace(plan, chunks=chunks)
+
+
 def execute(plan: Plan, out_dir: str | os.PathLike, *,
             on_chunk: Callable[[Chunk, float], None] | None = None,
             on_step: Callable[[int], None] | None = None,
@@ -234,13 +297,21 @@ def execute(plan: Plan, out_dir: str | os.PathLike, *,
     at a time (see :func:`run_chunk`; the calls sum to ``plan.steps_todo``). With on_step the
     progress variant of each program is compiled (records are bit-identical). The caller holds
     the store's lock (:func:`rnn_ntk.store.lock_store`), as :func:`run_sweep` does; a shard's
-    plan (:func:`rnn_ntk.sweep.shard.prepare_shard`) passes ``shard``, which tags its chunks."""
+    plan (:func:`rnn_ntk.sweep.shard.prepare_shard`) passes ``shard``, which tags its chunks.
+    Chunks holding a checkpoint continue from it (:func:`adopt_checkpoints`); a chunk's
+    checkpoints are deleted once it is written."""
     t0 = time.perf_counter()
     n_trained = 0
+    plan = adopt_checkpoints(plan, out_dir)
     for chunk in plan.chunks:
         t = time.perf_counter()
         p = plan.programs[chunk.program]
-        data, dims = run_chunk(plan, chunk, on_step)
+        ckpt = chunk_checkpoint(plan, chunk, out_dir)
+        try:
+            data, dims = run_chunk(plan, chunk, on_step, checkpoint=ckpt)
+        finally:
+            if ckpt is not None:
+                ckpt.close()
         coords = [plan.runs[i].coords for i in chunk.runs]
         info = {"program": p.id, "array_width": p.cfg.width_array,
                 "seconds": round(time.perf_counter() - t, 3),
@@ -248,6 +319,8 @@ def execute(plan: Plan, out_dir: str | os.PathLike, *,
         dist.from_writer(lambda: str(store.write_chunk(  # process 0 writes, all wait
             out_dir, chunk.name, coords, data, dims, np.arange(p.cfg.n_logs) * p.cfg.log_every,
             info=info, writer=shard.label if shard else None)), (store.StoreError,))
+        if ckpt is not None:
+            ckpt.delete()
         n_trained += len(chunk.runs)
         if on_chunk is not None:
             on_chunk(chunk, time.perf_counter() - t)
