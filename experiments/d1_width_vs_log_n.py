@@ -88,7 +88,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnn_ntk import plots, stats, store, sweep, tasks, train
-from rnn_ntk.experiments.protocol import is_done, save_piece, sweep_store
+from rnn_ntk.experiments.protocol import (fmt_fit, fmt_interval, is_done, save_piece, settings,
+                                          sweep_store)
 from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "d1_width_vs_log_n"
@@ -99,6 +100,7 @@ TITLE = ("Width needed vs n (Cayci & Eryilmaz 2024): smallest width m*(n) of a p
 SPEC_PATH = Path(__file__).with_suffix(".toml")
 THRESHOLD = 0.02
 N_BOOT = 1000
+KERNEL_SEED = 2024
 
 # scale -> overrides of the spec (None: the spec as written is the default scale)
 SCALES: dict[str, dict[str, Any]] = {
@@ -236,6 +238,113 @@ def power_verdict(p_ci: tuple[float, float]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# kernel deviation over the training inputs (public; tested against a direct recursion)
+
+class KernelSetting(NamedTuple):
+    """Sizes of the kernel-deviation measurement of one scale: widths (the NTK of the first m
+    units), n_grid (nested prefixes of one input sample), units (all units drawn per seed: the
+    reference kernel is the mean over the units not used by any width), seeds, batch (sequences
+    per compiled gradient call)."""
+
+    widths: tuple[int, ...]
+    n_grid: tuple[int, ...]
+    units: int
+    seeds: int
+    batch: int
+
+
+KERNEL_SETTINGS = {
+    "ci": KernelSetting(widths=(4, 8, 16), n_grid=(8, 16, 32), units=256, seeds=2, batch=32),
+    # ~n_max x units x T x d x 10 flops per seed: 12800 x 8192 x 5 x 8 x 10 = 4e10
+    "default": KernelSetting(widths=(4, 8, 16, 32, 64, 128, 256), n_grid=tuple(100 * 2 ** k for
+                                                                                 k in range(8)),
+                             units=8192, seeds=4, batch=400),
+    # GPU: 16 x 102400 x 65536 x 400 = 4e13 flops, ~1 min on an H200 in float64
+    "large": KernelSetting(widths=(4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                           n_grid=tuple(100 * 2 ** k for k in range(11)), units=65536, seeds=16,
+                           batch=2048),
+}
+
+
+def unit_kernel_diag(cfg: Any, params: dict[str, Any], x_NTD: Any, scales: Any) -> Any:
+    """Per-unit NTK diagonal contributions k_i(x) = |d h_(T,i) / d(w_i, u_i)|^2 of a diagonal RNN
+    (trainable {W, U}, read-out signs c_i = +-1 as in the paper, so c_i^2 = 1): (n, M).
+
+    Units of a diagonal RNN do not interact, so the gradient of sum_i h_(T,i) with respect to
+    (W, U) holds every unit's own gradient; the width-m NTK diagonal is the mean of k_i over
+    its m units, K_m(x) = (1/m) sum_(i<m) k_i(x)."""
+    return _unit_kernel_diag(cfg, params, x_NTD, scales)
+
+
+def _unit_kernel_diag_impl(cfg, params, x_NTD, scales):
+    import jax
+    import jax.numpy as jnp
+
+    from rnn_ntk import model
+
+    def total(wu, x_TD):
+        p = {**params, "W": wu[0], "U": wu[1]}
+        h = model.forward(cfg, p, x_TD[None], scales=scales)[0]          # (1, T, M)
+        return jnp.sum(h[0, -1])
+
+    def one(x_TD):
+        gW, gU = jax.grad(total)((params["W"], params["U"]), x_TD)
+        return gW ** 2 + jnp.sum(gU ** 2, axis=-1)
+    return jax.vmap(one)(x_NTD)
+
+
+_UKD: list = []
+
+
+def _unit_kernel_diag(cfg, params, x_NTD, scales):
+    if not _UKD:
+        import jax
+        _UKD.append(jax.jit(_unit_kernel_diag_impl, static_argnums=0))
+    return _UKD[0](cfg, params, x_NTD, scales)
+
+
+def kernel_deviation(k_NM: np.ndarray, widths: tuple[int, ...], n_grid: tuple[int, ...]
+                     ) -> np.ndarray:
+    """Relative sup deviation D(m, n) = max_(i<n) |K_m(x_i) - K_ref(x_i)| / mean_i K_ref(x_i) of
+    the width-m NTK diagonal (first m units) from the reference (mean over the units from
+    max(widths) on, disjoint from every width's), over nested prefixes of the inputs: (M, N)."""
+    k = np.asarray(k_NM, np.float64)
+    w = [int(v) for v in widths]
+    if max(w) >= k.shape[1] or max(n_grid) > k.shape[0]:
+        raise ValueError(f"need more than max(widths) = {max(w)} units and at least "
+                         f"max(n_grid) = {max(n_grid)} inputs, got {k.shape}")
+    ref = k[:, max(w):].mean(axis=1)
+    scale = ref.mean()
+    out = np.empty((len(w), len(n_grid)))
+    for a, m in enumerate(w):
+        dev = np.abs(k[:, :m].mean(axis=1) - ref)
+        run = np.maximum.accumulate(dev)
+        out[a] = [run[n - 1] / scale for n in n_grid]
+    return out
+
+
+def effective_width(widths: np.ndarray, ref_units: int) -> np.ndarray:
+    """1 / (1/m + 1/M_ref): the deviation from a reference of M_ref independent units has the
+    variance of a width-m_eff deviation from the exact kernel."""
+    w = np.asarray(widths, np.float64)
+    return 1.0 / (1.0 / w + 1.0 / float(ref_units))
+
+
+def width_for_deviation(D_SMN: np.ndarray, m_eff: np.ndarray) -> np.ndarray:
+    """A(n) = median over widths of m_eff D(m, n)^2, per seed (S, N): the width at which the sup
+    deviation is 1 (the width for deviation eps is A / eps^2 when D ~ m^(-1/2))."""
+    D = np.asarray(D_SMN, np.float64)
+    return np.median(np.asarray(m_eff, np.float64)[None, :, None] * D ** 2, axis=1)
+
+
+def log_exponent(n_grid: np.ndarray) -> float:
+    """The log-log slope of ln n against n over ``n_grid`` (OLS): the power exponent that growth
+    exactly like log n shows on this grid (e.g. 0.170 for 100..1600)."""
+    n = np.asarray(n_grid, np.float64)
+    return stats.fit_line(np.log(n), np.log(np.log(n))).slope
+
+
+# ----------------------------------------------------------------------------------------------
 # runs
 
 def _store_dir(results_dir: str | Path) -> Path:
@@ -266,15 +375,60 @@ def teacher_bounds(spec: sweep.Spec) -> dict[str, np.ndarray]:
     return {"seed": seeds, "c": np.asarray(c), "B": np.asarray(B)}
 
 
+def _kernel_path(results_dir: str | Path) -> Path:
+    return Path(results_dir) / NAME / "kernel.npz"
+
+
+def kernel_piece(spec: sweep.Spec, ks: KernelSetting) -> dict[str, np.ndarray]:
+    """D(m, n) per seed (S, M, N) for the spec's model and input law: per seed, ``units`` fresh
+    units (the engine's N(0, 1) init, without the symmetric pairing: c_i = +-1) and n_max fresh
+    input sequences of the task."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnn_ntk import model
+
+    n0 = spec.axis("n_train").values[0]
+    cfg = sweep.build_config(spec, [("task", "n_train", n0)], ks.units)
+    mcfg = cfg.model
+    thp = {k: spec.fixed["task"][k] for k in tasks.default_task_hparams(cfg.task)
+           if k in spec.fixed["task"]}
+    n_max = max(ks.n_grid)
+    if n_max % ks.batch and n_max > ks.batch:
+        raise ValueError(f"batch {ks.batch} must divide n_max {n_max}")
+    D = np.empty((ks.seeds, len(ks.widths), len(ks.n_grid)))
+    scale = np.empty(ks.seeds)
+    for s in range(ks.seeds):
+        key = jax.random.fold_in(jax.random.key(KERNEL_SEED), s)
+        params = model.init_params(mcfg, jax.random.fold_in(key, 0), jnp.float64)
+        x = tasks.sample_inputs(cfg.task, jax.random.fold_in(key, 1), n_max, thp,
+                                dtype=jnp.float64)
+        b = min(ks.batch, n_max)
+        k = np.concatenate([np.asarray(unit_kernel_diag(mcfg, params, x[i:i + b],
+                                                        mcfg.scales()))
+                            for i in range(0, n_max, b)])
+        D[s] = kernel_deviation(k, ks.widths, ks.n_grid)
+        scale[s] = k[:, max(ks.widths):].mean()
+    return {"D": D, "widths": np.asarray(ks.widths), "n_grid": np.asarray(ks.n_grid),
+            "ref_units": np.asarray(ks.units - max(ks.widths)), "kernel_scale": scale}
+
+
 def run(results_dir: str | Path, scale: str = "default") -> None:
     """The sweep (resumable: finished chunks are skipped; a store of another spec, e.g. another
-    scale, is replaced) and the teachers' transport bounds."""
+    scale, is replaced), the teachers' transport bounds and the kernel deviation."""
     spec = spec_for(scale)
     sweep_store(spec, _store_dir(results_dir))
     tpath = _teacher_path(results_dir)
     want = {"spec_hash": store.spec_hash(spec.resolved)}
     if not is_done(tpath, want):
         save_piece(tpath, want, **teacher_bounds(spec))
+    ks = KERNEL_SETTINGS[check_scale(scale)]
+    kpath = _kernel_path(results_dir)
+    kwant = settings(scale, ks, spec_hash=store.spec_hash(spec.resolved), seed=KERNEL_SEED)
+    if not is_done(kpath, kwant):
+        import jax
+        with jax.enable_x64(True):
+            save_piece(kpath, kwant, **kernel_piece(spec, ks))
 
 
 # ----------------------------------------------------------------------------------------------
