@@ -133,15 +133,23 @@ def censored_line(x: np.ndarray, y: np.ndarray, censored: np.ndarray
         b, a = np.polyfit(x, y, 1)
         return float(b), float(a), s0
 
-    def nll(p):
+    def nll(p):                           # the negative log-likelihood and its gradient
         a, b, ls = p
-        z = (y - a - b * x) / math.exp(ls)
-        return -(np.sum(-0.5 * z[~c] ** 2 - ls) + np.sum(log_ndtr(-z[c])))
+        sig = math.exp(ls)
+        z = (y - a - b * x) / sig
+        lp = log_ndtr(-z[c])
+        lam = np.exp(-0.5 * z[c] ** 2 - 0.5 * math.log(2 * math.pi) - lp)   # phi(z) / Phi(-z)
+        zo = z[~c]
+        f = -(np.sum(-0.5 * zo ** 2 - ls) + np.sum(lp))
+        ga = np.sum(zo) / sig + np.sum(lam) / sig
+        gb = np.sum(zo * x[~c]) / sig + np.sum(lam * x[c]) / sig
+        gs = np.sum(zo ** 2 - 1.0) + np.sum(lam * z[c])
+        return f, -np.array([ga, gb, gs])
 
     best = None
     for start in ((a0, b0, math.log(s0)), (a0, b0, math.log(s0) + 1.0)):
-        r = optimize.minimize(nll, np.asarray(start), method="Nelder-Mead",
-                              options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000})
+        r = optimize.minimize(nll, np.asarray(start), jac=True, method="BFGS",
+                              options={"gtol": 1e-9, "maxiter": 2000})
         if best is None or r.fun < best.fun:
             best = r
     a, b, ls = best.x

@@ -92,3 +92,12 @@ def test_ci_end_to_end(ci_results, tmp_path):
     assert [c.role for c in cl] == ["claim", "claim", "extra", "claim"]
     np.testing.assert_allclose(s["ratio"], s["t_eps"] / s["t_inf"])
     assert all(c.verdict in VERDICTS and c.experiment == b1.NAME for c in cl)
+
+
+def test_ratio_at_widest_is_the_seed_mean_over_comparable_seeds():
+    ratio = np.array([[2.0, np.nan, 1.5], [1.1, np.nan, 1.3]])       # (widths, seeds)
+    est, (lo, hi), n = b1.ratio_at_widest({"ratio": ratio})
+    assert n == 2 and est == pytest.approx(1.2)
+    assert 1.1 <= lo <= est <= hi <= 1.3                             # a bootstrap of two values
+    est, ci, n = b1.ratio_at_widest({"ratio": np.array([[1.0, 1.0], [np.nan, 1.2]])})
+    assert n == 1 and math.isnan(est)

@@ -33,12 +33,35 @@ def test_censored_line_without_censoring_is_least_squares():
     assert math.isnan(b3.censored_line(x, y, x < 10)[0])          # everything censored
 
 
+def test_censored_line_maximises_the_censored_normal_likelihood():
+    """Against a derivative-free maximisation of the Tobit likelihood written out here (density
+    for observed points, normal tail probability for censored ones)."""
+    from scipy import optimize
+    from scipy.stats import norm
+    rng = np.random.default_rng(5)
+    x = np.repeat(np.log([0.4, 0.2, 0.1, 0.05]), 10)
+    y = 2 - 1.3 * x + 0.4 * rng.normal(size=x.size)
+    cap = np.where(x < -2, 2 - 1.3 * x, 99.0)
+    c = y > cap
+    y = np.where(c, cap, y)
+    assert 3 <= c.sum() <= 15
+
+    def nll(p):
+        mu, sig = p[0] + p[1] * x, math.exp(p[2])
+        return -(norm.logpdf(y[~c], mu[~c], sig).sum() + norm.logsf(y[c], mu[c], sig).sum())
+
+    ref = optimize.minimize(nll, [2.0, -1.0, 0.0], method="Nelder-Mead",
+                            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000}).x
+    b, a, sig = b3.censored_line(x, y, c)
+    assert (b, a, sig) == pytest.approx((ref[1], ref[0], math.exp(ref[2])), abs=1e-6)
+
+
 def test_censored_power_law_recovers_a_known_slope_where_dropping_censored_runs_is_biased():
     rng = np.random.default_rng(7)
     deltas, t, observed, budget = _censored_sample(-1.5, 60, rng)
     cens = ~np.isfinite(observed)
     assert 0.5 < cens[:, 2:].mean() < 0.75 and not cens[:, :2].any()
-    f = b3.censored_power_law(deltas, observed, budget, n_boot=100)
+    f = b3.censored_power_law(deltas, observed, budget, n_boot=40)
     assert f.slope == pytest.approx(-1.5, abs=0.05)
     assert f.ci95[0] < -1.5 < f.ci95[1]
     # what the fit guards against: the fastest runs alone (censored ones dropped), or the budget
@@ -49,7 +72,7 @@ def test_censored_power_law_recovers_a_known_slope_where_dropping_censored_runs_
                          np.log(np.minimum(t, budget)).ravel(), 1)[0]
     assert naive > -1.5 + 0.12 and clipped > -1.5 + 0.12
     # scale-free in the unit of t: multiplying every count and budget by c moves the intercept only
-    f2 = b3.censored_power_law(deltas, 10 * observed, 10 * budget, n_boot=20)
+    f2 = b3.censored_power_law(deltas, 10 * observed, 10 * budget, n_boot=5)
     assert f2.slope == pytest.approx(f.slope, abs=1e-5)
     assert f2.intercept == pytest.approx(f.intercept + math.log(10), abs=1e-4)
 
