@@ -46,25 +46,36 @@ Setup (what this module measures)
 Agreement criteria (fixed before any run; never tuned)
 ------------------------------------------------------
 Test-accuracy differences are paired over the test examples: 95% intervals from a bootstrap that
-resamples test examples (RNN correctness averaged over seeds first). CV intervals: mean over the
-folds +- 1.96 standard errors.
-U1  per data set: RNTK ('last', CV-selected) test accuracy minus the better of RBF-SVM and 1-NN
-    (each CV-selected / as is): agrees if >= 0 (the paper: the RNTK is better).
-U2  per data set: RNTK minus the widest trained RNN (mean over seeds): agrees if >= 0.
-U3  sigma_h > 0 helps: test accuracy with sigma_h in the CV search minus with sigma_h = 0 fixed,
-    averaged over the data sets: agrees if > 0.
-U4  NTK vs NNGP ('last', both CV-selected), averaged over the data sets: agrees if >= 0.
-U5  CV is a fair estimate: CV minus test accuracy of the selected RNTK, averaged over the data
-    sets: agrees if within [-0.05, 0.05] (a small training split and a 900-point grid can make
-    CV optimistic: this row measures by how much).
-U6  robustness of sigma_w over [1.34, 1.47]: the range (max - min) over sigma_w values of the
-    test accuracy when the other hyper-parameters are CV-selected at each sigma_w, averaged over
-    the data sets: agrees if <= 0.05 (interval: bootstrap over test examples).
+resamples test examples (``diff_ci``: :func:`rnn_ntk.stats.bootstrap_seeds` over the test
+examples of each data set; RNN correctness averaged over seeds first). CV intervals: mean over
+the folds +- 1.96 standard errors (:func:`rnn_ntk.stats.mean_sem`). Verdicts are symmetric in
+the interval (:func:`rnn_ntk.stats.verdict`): a ">= 0" row agrees only when the whole interval
+is at or above 0 (``stats.at_least``), disagrees when it is wholly below.
+U1  (claim) per data set: RNTK ('last', CV-selected) test accuracy minus the better of RBF-SVM
+    and 1-NN (each CV-selected / as is): agrees if >= 0, one-sided (the paper: the RNTK is
+    better).
+U2  (claim) per data set: RNTK minus the widest trained RNN (mean over seeds): >= 0, one-sided.
+U3  (extra: the paper introduces and searches sigma_h; its claim as stated above does not say
+    that a random h_0 helps) sigma_h > 0 helps: test accuracy with sigma_h in the CV search minus with sigma_h = 0 fixed, averaged
+    over the data sets: agrees if > 0 (one-sided, strictly: an interval [0, 0], identical
+    selections, does not agree).
+U4  (claim: the NNGP of the same RNN is one of the "other kernels" the paper says the RNTK
+    beats) NTK vs NNGP ('last', both CV-selected), averaged over the data sets: >= 0, one-sided.
+U5  (extra) CV is a fair estimate: CV minus test accuracy of the selected RNTK, averaged over the
+    data sets: agrees if within [-0.05, 0.05] (two-sided: a small training split and a
+    900-point grid can make CV optimistic: this row measures by how much).
+U6  (extra: [1.34, 1.47] is the paper's search range, not a robustness claim) robustness of
+    sigma_w over [1.34, 1.47]: the range (max - min) over sigma_w values of the test accuracy
+    when the other hyper-parameters are CV-selected at each sigma_w, averaged over the data sets:
+    agrees if <= 0.05, one-sided (interval: bootstrap over test examples).
+Issue 15 (after the 2026-11-22 run): the one-sided rows use ``stats.at_least`` /
+``stats.at_most`` (before, a two-sided band [0, 1] / [0, 0.05], the same bounds), the rows carry
+their role, and the intervals come from ``stats.bootstrap_seeds`` instead of this module's own
+bootstrap (the same estimator; the random draws differ, so intervals move in the third decimal).
 """
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -356,9 +367,10 @@ def _load(results_dir) -> dict:
 # summaries (from stored results only)
 
 def _fold_ci(f: np.ndarray) -> tuple[float, float, float]:
-    m = float(f.mean())
-    h = 1.96 * float(f.std(ddof=1)) / math.sqrt(f.size) if f.size > 1 else 0.0
-    return m, max(m - h, 0.0), min(m + h, 1.0)
+    """Mean fold accuracy and its 95% interval, mean +- 1.96 standard errors
+    (:func:`rnn_ntk.stats.mean_sem`), clipped to [0, 1]."""
+    m, se = (float(v) for v in stats.mean_sem(np.asarray(f, np.float64)))
+    return m, max(m - 1.96 * se, 0.0), min(m + 1.96 * se, 1.0)
 
 
 def methods(D: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -386,22 +398,13 @@ def methods(D: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _boot_diff(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Mean of a - b (per test example) and its 95% bootstrap interval over test examples."""
-    d = np.asarray(a, float) - np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, d.size, (N_BOOT, d.size))].mean(1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(d.mean()), (float(lo), float(hi))
-
-
-def _pooled(diffs: list[np.ndarray], seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Mean over data sets of per-data-set mean differences; bootstrap within each data set."""
-    rng = np.random.default_rng(seed)
-    est = float(np.mean([d.mean() for d in diffs]))
-    boots = np.mean([d[rng.integers(0, d.size, (N_BOOT, d.size))].mean(1) for d in diffs], axis=0)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return est, (float(lo), float(hi))
+def diff_ci(diffs: list[np.ndarray]) -> tuple[float, tuple[float, float]]:
+    """Mean over data sets of the per-data-set mean of paired per-test-example differences
+    (one array (n_test,) per data set), and its 95% interval from :func:`rnn_ntk.stats.
+    bootstrap_seeds` resampling the test examples of each data set independently (N_BOOT draws).
+    One data set: its mean difference with a paired bootstrap over its test examples."""
+    return stats.bootstrap_seeds(lambda *m: float(np.mean(m)),
+                                 [np.asarray(d, np.float64) for d in diffs], N_BOOT)
 
 
 def sigma_w_profile(k: dict, kind: str = "ntk") -> tuple[np.ndarray, np.ndarray]:
@@ -496,65 +499,68 @@ def claims(results_dir) -> list[Claim]:
         rn = M["NTK last"][1]
         cv_m, lo, hi = _fold_ci(M["NTK last"][0])
         base = max(("RBF-SVM", "1-NN"), key=lambda b: M[b][1].mean())
-        est, ci = _boot_diff(rn, M[base][1])
+        est, ci = diff_ci([rn - M[base][1]])
         out.append(Claim(NAME, f"{name}: the RNTK C-SVM beats standard baselines",
                          f"test acc RNTK ('last', CV-selected) {rn.mean():.3f} (CV {cv_m:.3f} "
                          f"[{lo:.3f}, {hi:.3f}]) minus best of RBF-SVM "
                          f"{M['RBF-SVM'][1].mean():.3f} / 1-NN {M['1-NN'][1].mean():.3f}",
-                         fmt.format(est, *ci), ">= 0", stats.verdict(est, ci, 0.0, 1.0)))
+                         fmt.format(est, *ci), ">= 0 (one-sided)", stats.at_least(est, ci, 0.0)))
         rnns = [m for m in M if m.startswith("RNN")]
         if rnns:
-            est, ci = _boot_diff(rn, M[rnns[-1]][1])
+            est, ci = diff_ci([rn - M[rnns[-1]][1]])
             accs = ", ".join(f"{m} {M[m][1].mean():.3f}" for m in rnns)
             out.append(Claim(NAME, f"{name}: the RNTK beats trained RNNs",
                              f"test acc RNTK minus {rnns[-1]} (seed mean; {accs})",
-                             fmt.format(est, *ci), ">= 0", stats.verdict(est, ci, 0.0, 1.0)))
+                             fmt.format(est, *ci), ">= 0 (one-sided)",
+                             stats.at_least(est, ci, 0.0)))
     names = list(R)
     Ms = {n: methods(R[n]) for n in names}
     d = [Ms[n]["NTK last"][1] - Ms[n]["NTK last, sigma_h=0"][1] for n in names]
-    est, ci = _pooled(d)
+    est, ci = diff_ci(d)
     per = "; ".join(f"{n} {x.mean():+.3f}" for n, x in zip(names, d))
     out.append(Claim(NAME, "a random initial state (sigma_h > 0 in the CV search) helps",
                      "test acc with sigma_h searched minus sigma_h = 0, mean over data sets "
-                     f"({per})", fmt.format(est, *ci), "> 0",
-                     stats.verdict(est, ci, 1e-12, 1.0)))
+                     f"({per})", fmt.format(est, *ci), "> 0 (one-sided; strictly above 0)",
+                     stats.at_least(est, ci, 1e-12), role="extra"))
     d = [Ms[n]["NTK last"][1] - Ms[n]["NNGP last"][1] for n in names]
-    est, ci = _pooled(d)
+    est, ci = diff_ci(d)
     per = "; ".join(f"{n} {x.mean():+.3f}" for n, x in zip(names, d))
-    out.append(Claim(NAME, "the NTK is at least as good as the NNGP (readout 'last')",
+    out.append(Claim(NAME, "the NTK is at least as good as the NNGP (readout 'last'; the RNN's "
+                     "own NNGP is one of the 'other kernels')",
                      f"test acc NTK minus NNGP, mean over data sets ({per})",
-                     fmt.format(est, *ci), ">= 0", stats.verdict(est, ci, 0.0, 1.0)))
-    gaps, boots = [], []
-    rng = np.random.default_rng(0)
+                     fmt.format(est, *ci), ">= 0 (one-sided)", stats.at_least(est, ci, 0.0)))
+    # CV minus test accuracy: the folds and the test examples resampled independently
+    arrays, gaps = [], []
     for n in names:
         cv, corr = Ms[n]["NTK last"]
+        arrays += [np.asarray(cv, np.float64), np.asarray(corr, np.float64)]
         gaps.append(cv.mean() - corr.mean())
-        boots.append(cv[rng.integers(0, cv.size, (N_BOOT, cv.size))].mean(1)
-                     - corr[rng.integers(0, corr.size, (N_BOOT, corr.size))].mean(1))
-    est = float(np.mean(gaps))
-    lo, hi = np.percentile(np.mean(boots, axis=0), [2.5, 97.5])
+    est, (lo, hi) = stats.bootstrap_seeds(
+        lambda *m: float(np.mean(np.asarray(m[0::2]) - np.asarray(m[1::2]))), arrays, N_BOOT)
     per = "; ".join(f"{n} {g:+.3f}" for n, g in zip(names, gaps))
     out.append(Claim(NAME, "10-fold CV accuracy of the selected RNTK estimates its test accuracy",
                      f"CV minus test accuracy, mean over data sets ({per}); interval: bootstrap "
                      "over folds and test examples", fmt.format(est, lo, hi), "in [-0.05, 0.05]",
-                     stats.verdict(est, (float(lo), float(hi)), -0.05, 0.05)))
-    ranges, rboots = [], []
+                     stats.verdict(est, (lo, hi), -0.05, 0.05), role="extra"))
+    # range over sigma_w of the test accuracy: the test examples resampled jointly over sigma_w
+    rows_per, ranges, used = [], [], []
     for n in names:
         k = R[n].get("kernel_last")
         if k is None or np.unique(k["sigma_w"]).size < 2:
             continue
         _, rows = sigma_w_profile(k)
+        rows_per.append(rows.T)                           # (n_test, sigma_w): examples leading
         ranges.append(float(np.ptp(rows.mean(1))))
-        idx = rng.integers(0, rows.shape[1], (N_BOOT, rows.shape[1]))
-        rboots.append(np.ptp(rows[:, idx].mean(-1), axis=0))
-    if ranges:
-        est = float(np.mean(ranges))
-        lo, hi = np.percentile(np.mean(rboots, axis=0), [2.5, 97.5])
-        per = "; ".join(f"{n} {r:.3f}" for n, r in zip(names, ranges))
+        used.append(n)
+    if rows_per:
+        est, (lo, hi) = stats.bootstrap_seeds(
+            lambda *m: float(np.mean([np.ptp(r) for r in m])), rows_per, N_BOOT)
+        per = "; ".join(f"{n} {r:.3f}" for n, r in zip(used, ranges))
         out.append(Claim(NAME, "sigma_w anywhere in [1.34, 1.47] is as good (a robust choice)",
                          f"range of test acc over sigma_w (others CV-selected), mean over data "
-                         f"sets ({per})", f"{est:.3f} [{lo:.3f}, {hi:.3f}]", "<= 0.05",
-                         stats.verdict(est, (float(lo), float(hi)), 0.0, 0.05)))
+                         f"sets ({per})", f"{est:.3f} [{lo:.3f}, {hi:.3f}]",
+                         "<= 0.05 (one-sided)", stats.at_most(est, (lo, hi), 0.05),
+                         role="extra"))
     return out
 
 

@@ -51,6 +51,31 @@ def test_kernel_rate_is_the_slowest_mode_of_gd_on_a_quadratic():
     assert fit.slope == pytest.approx(b1.kernel_rate(lr, lam[0]), rel=1e-3)
 
 
+def test_infinite_width_steps_flags_unstable_closed_forms_and_counts_stable_ones():
+    """Brute-force GD on a quadratic: the step count of a stable curve is the first step below
+    eps (to the logging grid's interpolation), an unstable one (lr lambda_max > 2) is NaN."""
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(5, 5))
+    K = A @ A.T + 0.2 * np.eye(5)
+    lam_max = np.linalg.eigvalsh(K)[-1]
+    y = rng.normal(size=5)
+    steps = np.arange(0, 4001)
+    curves = []
+    for lr in (1.0 / lam_max, 2.2 / lam_max):
+        f, loss = np.zeros(5), []
+        for _ in steps:
+            loss.append(0.5 * np.sum((f - y) ** 2))
+            f = f - lr * K @ (f - y)
+        curves.append(loss)
+    curves = np.array(curves)
+    t, stable = b1.infinite_width_steps(steps, curves)
+    assert list(stable) == [True, False] and math.isnan(t[1])
+    first = int(np.flatnonzero(curves[0] <= 1e-6 * curves[0, 0])[0])
+    assert first - 1 < t[0] <= first
+    t2, _ = b1.infinite_width_steps(steps[::10], curves[:, ::10][None])   # (W, S, L) shapes
+    assert t2.shape == (1, 2) and abs(t2[0, 0] - t[0]) < 10
+
+
 def test_ci_end_to_end(ci_results, tmp_path):
     res = ci_results(b1.NAME)                        # b1.run(res, "ci"), shared with other tests
     files = sorted((res / b1.NAME).glob("width_*.npz"))
@@ -63,5 +88,16 @@ def test_ci_end_to_end(ci_results, tmp_path):
     paths = b1.figures(res, tmp_path / "fig")
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
     cl = b1.claims(res)
-    assert len(cl) == 3
+    assert len(cl) == 4
+    assert [c.role for c in cl] == ["claim", "claim", "extra", "claim"]
+    np.testing.assert_allclose(s["ratio"], s["t_eps"] / s["t_inf"])
     assert all(c.verdict in VERDICTS and c.experiment == b1.NAME for c in cl)
+
+
+def test_ratio_at_widest_is_the_seed_mean_over_comparable_seeds():
+    ratio = np.array([[2.0, np.nan, 1.5], [1.1, np.nan, 1.3]])       # (widths, seeds)
+    est, (lo, hi), n = b1.ratio_at_widest({"ratio": ratio})
+    assert n == 2 and est == pytest.approx(1.2)
+    assert 1.1 <= lo <= est <= hi <= 1.3                             # a bootstrap of two values
+    est, ci, n = b1.ratio_at_widest({"ratio": np.array([[1.0, 1.0], [np.nan, 1.2]])})
+    assert n == 1 and math.isnan(est)

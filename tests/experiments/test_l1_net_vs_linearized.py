@@ -107,7 +107,8 @@ def test_ci_end_to_end(l1_results, tmp_path):
     paths = l1.figures(l1_results, tmp_path / "fig")
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
     cl = l1.claims(l1_results)
-    assert len(cl) == 4
+    assert [c.claim[:4] for c in cl] == ["L1.1", "L1.2", "L1.4"]      # L1.3 is B3.1's row
+    assert all(c.role == "extra" for c in cl)
     assert all(c.verdict in VERDICTS and c.experiment == l1.NAME for c in cl)
 
 

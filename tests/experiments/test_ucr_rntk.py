@@ -80,10 +80,27 @@ def test_one_hot_targets_are_centred():
 
 def test_paired_bootstrap_difference():
     a = np.array([1.0, 1, 0, 1, 0, 1, 1, 1])
-    est, ci = ucr._boot_diff(a, a)
+    est, ci = ucr.diff_ci([a - a])
     assert est == 0.0 and ci == (0.0, 0.0)
-    est, ci = ucr._boot_diff(a, np.zeros_like(a))
+    est, ci = ucr.diff_ci([a])
     assert est == pytest.approx(0.75) and ci[0] <= 0.75 <= ci[1] and ci[0] > 0.3
+    # pooled over data sets: the mean of the per-set means; its interval is narrower than either
+    # set's alone (independent resampling within each set; normal approximation as the reference)
+    rng = np.random.default_rng(3)
+    d1 = rng.choice([-1.0, 0.0, 1.0], 400, p=[0.2, 0.5, 0.3])
+    d2 = rng.choice([-1.0, 0.0, 1.0], 300, p=[0.3, 0.5, 0.2])
+    est, (lo, hi) = ucr.diff_ci([d1, d2])
+    assert est == pytest.approx((d1.mean() + d2.mean()) / 2, abs=1e-12)
+    se = 0.5 * np.sqrt(d1.var(ddof=1) / d1.size + d2.var(ddof=1) / d2.size)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_fold_interval_is_mean_plus_minus_two_standard_errors_clipped():
+    f = np.array([0.8, 0.9, 1.0, 0.7])
+    m, lo, hi = ucr._fold_ci(f)
+    h = 1.96 * np.std(f, ddof=1) / 2
+    assert (m, lo, hi) == pytest.approx((0.85, 0.85 - h, min(0.85 + h, 1.0)))
+    assert ucr._fold_ci(np.array([1.0, 1.0, 0.9]))[2] == 1.0      # clipped at 1
 
 
 @needs_sktime
