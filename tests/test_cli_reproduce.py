@@ -1,5 +1,11 @@
 """`rnn-ntk reproduce` and `rnn-ntk figures` through the CLI entry point."""
+import pytest
+
 from rnn_ntk.cli import main
+
+# shares the ci runs of the session fixture ci_results with test_b2_no_explosion.py:
+# one pytest-xdist worker runs both files
+pytestmark = pytest.mark.xdist_group("b2_ci_runs")
 
 
 def test_unknown_experiment_is_a_usage_error(capsys):

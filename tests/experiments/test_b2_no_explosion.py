@@ -11,6 +11,10 @@ from scipy import integrate
 from rnn_ntk import model
 from rnn_ntk.reproduce import VERDICTS, load_experiment
 
+# shares the ci runs of the session fixture ci_results with test_cli_reproduce.py:
+# one pytest-xdist worker runs both files
+pytestmark = pytest.mark.xdist_group("b2_ci_runs")
+
 
 b2 = load_experiment("b2_no_explosion")
 

@@ -9,6 +9,10 @@ import pytest
 from rnn_ntk import model
 from rnn_ntk.reproduce import VERDICTS, load_experiment
 
+# shares the ci runs of the session fixture ci_results with test_l1_net_vs_linearized.py:
+# one pytest-xdist worker runs both files
+pytestmark = pytest.mark.xdist_group("l1_ci_runs")
+
 
 b3 = load_experiment("b3_lazy_training")
 

@@ -10,6 +10,10 @@ import pytest
 from rnn_ntk import model, train
 from rnn_ntk.reproduce import VERDICTS, load_experiment
 
+# shares the ci runs of the session fixture ci_results with test_b3_lazy_training.py:
+# one pytest-xdist worker runs both files
+pytestmark = pytest.mark.xdist_group("l1_ci_runs")
+
 
 l1 = load_experiment("l1_net_vs_linearized")
 
