@@ -250,6 +250,7 @@ SETTABLE = [
     ("train", "kernel_stride", "1", 1, {"train": {"n_probe": "4"}}),
     ("train", "n_probe", "8", 8, {}),
     ("train", "matmul_precision", '"default"', "default", {}),
+    ("train", "checkpoint_every", "3", 3, {}),
     ("train", "lr", "0.3", 0.3, {}),
     ("train", "momentum", "0.5", 0.5, {}),
     ("train", "proj_radius", "2.0", 2.0, {}),

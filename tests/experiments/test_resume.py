@@ -167,8 +167,8 @@ def test_is_done_and_load_piece(tmp_path):
     from rnn_ntk.experiments import protocol
     st = a1.SETTINGS["ci"]
     want = protocol.settings("ci", st, extra=(1, 2))
-    assert want == {"scale": "ci", "setting": {"ns": [8, 16], "widths": [8, 16], "seeds": 2,
-                                               "n_test": 16}, "extra": [1, 2]}
+    assert want == {"scale": "ci", "setting": {"ns": [4, 8], "widths": [4, 8], "seeds": 2,
+                                               "n_test": 8}, "extra": [1, 2]}
     p = tmp_path / "piece.npz"
     assert not protocol.is_done(p, want)                          # missing
     p.write_bytes(b"not an npz")
