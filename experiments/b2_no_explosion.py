@@ -581,6 +581,13 @@ def _scan(results_dir: str | Path) -> dict[str, Any]:
             res["settings"] = meta["settings"]
     if not res["fwd"] or not res["jac"]:
         raise FileNotFoundError(f"no stored results under {out}; run the experiment first")
+    st, combos = res["settings"], len(ACTIVATIONS) * len(CS)
+    missing = (combos * len(st["widths"]) - len(res["fwd"])
+               + combos * len(st["jac_widths"]) - len(res["jac"]))
+    if missing > 0:      # an interrupted run: figures and claims need every piece
+        raise FileNotFoundError(f"{missing} pieces of the {st['scale']} run under {out} are not "
+                                f"stored yet; finish it with `rnn-ntk reproduce {NAME} --scale "
+                                f"{st['scale']}`")
     return res
 
 

@@ -303,6 +303,9 @@ def _load(results_dir: str | Path) -> dict[str, Any]:
             if not (d / store.HEADER).exists():
                 raise FileNotFoundError(f"no finished store {d}; run the experiment first")
             ds = store.load_results(d)
+            if not bool(ds["ran"].all()):     # an interrupted sweep: claims need every run
+                raise FileNotFoundError(f"{d}: {int(ds['ran'].sum())} of {ds['ran'].size} runs "
+                                        f"stored; finish the experiment first")
             spec = sweep.parse_spec(ds.attrs["spec_toml"], str(d))
             n, L = int(spec.fixed["task"]["n_train"]), int(spec.fixed["task"]["length"])
             step_arr = load_arrays(out / f"step_n{n}_L{L}.npz")[0]

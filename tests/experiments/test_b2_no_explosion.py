@@ -1,6 +1,7 @@
 """B2 (no exponential explosion): the pieces against independent computations, and the experiment
 end to end at scale 'ci'."""
 import math
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -298,6 +299,12 @@ def test_ci_end_to_end(ci_results, rerun_changes_nothing, tmp_path):
     assert [c.role for c in cl] == ["claim"] * 4 + ["control"] * 4 + ["extra"]
     assert all(c.verdict in VERDICTS and c.experiment == b2.NAME for c in cl)
     assert all(c.value and c.criterion for c in cl)
+    # an interrupted run (one piece missing) reads as "not finished", never as an IndexError
+    part = tmp_path / "partial"
+    shutil.copytree(res / b2.NAME, part / b2.NAME)
+    next((part / b2.NAME).glob("jac_relu_c1_*.npz")).unlink()
+    with pytest.raises(FileNotFoundError, match="1 pieces of the ci run .* not stored yet"):
+        b2.claims(part)
 
 
 def test_claims_without_results_is_a_clear_error(tmp_path):

@@ -1,6 +1,7 @@
 """E1 (width law): the statistics on synthetic data with known answers, the cell's kernel step
 against an independent computation, and the experiment end to end at scale 'ci'."""
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -112,6 +113,14 @@ def test_ci_end_to_end(ci_results, rerun_changes_nothing, tmp_path):
     cl = e1.claims(res)
     assert [c.claim[:4] for c in cl] == ["E1.1", "E1.2", "E1.3", "E1.4"]
     assert all(c.verdict in VERDICTS and c.experiment == e1.NAME and c.role == "claim" for c in cl)
+    # an interrupted cell (a chunk missing, not consolidated) reads as "not finished"
+    part = tmp_path / "partial"
+    shutil.copytree(res / e1.NAME, part / e1.NAME)
+    cell = sorted((part / e1.NAME).glob("gd_n*_L*"))[0]
+    shutil.rmtree(cell / "results.zarr")
+    shutil.rmtree(sorted((cell / "chunks").iterdir())[0])
+    with pytest.raises(FileNotFoundError, match="runs stored; finish the experiment first"):
+        e1.claims(part)
 
 
 def test_claims_without_results_is_a_clear_error(tmp_path):
