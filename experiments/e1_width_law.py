@@ -61,8 +61,8 @@ from rnn_ntk.experiments.protocol import fmt_interval, is_done, save_piece, swee
 from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 __all__ = ["NAME", "TITLE", "SPEC_PATH", "EPS", "C_T", "SETTINGS", "Setting", "Cell", "cells",
-           "spec_for_cell", "cell_step", "budget", "batch_size", "mstar_of", "converged", "width_threshold", "law_fit",
-           "bootstrap_law", "run", "figures", "claims"]
+           "spec_for_cell", "cell_step", "budget", "batch_size", "mstar_of", "converged",
+           "width_threshold", "law_fit", "bootstrap_law", "run", "figures", "claims"]
 
 NAME = "e1_width_law"
 TITLE = ("Width needed for linear convergence (Allen-Zhu, Li & Song 2019): smallest width m* at "
