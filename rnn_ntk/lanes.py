@@ -241,16 +241,30 @@ def _many_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names: t
         key = kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
         return train(key, hp, *lane)
 
-    def local(*args_R):
+    return _over_lanes(one, layout, devices, n_batched=3 if progress else 2)
+
+
+def _over_lanes(one: Callable, layout: Layout, devices: tuple, *, n_batched: int,
+                n_shared: int = 0) -> Callable:
+    """jit of ``one`` over the runs: fn(*shared, *batched_R) calls one(*shared, *lane_args) per
+    lane, the lanes by vmap or lax.map as ``layout`` says, sharded over ``devices`` along the run
+    axis when there are several; the first ``n_shared`` arguments go to every lane unbatched."""
+    def local(*args):
+        shared, args_R = args[:n_shared], args[n_shared:]
+
+        def lane(*a):
+            return one(*shared, *a)
+
         if layout.strategy == "vmap":
-            return jax.vmap(one)(*args_R)
-        return jax.lax.map(lambda a: one(*a), args_R, batch_size=layout.batch_size)
+            return jax.vmap(lane)(*args_R)
+        return jax.lax.map(lambda a: lane(*a), args_R, batch_size=layout.batch_size)
 
     if layout.n_devices == 1:
         return jax.jit(local)
     mesh = Mesh(np.asarray(devices), ("runs",))
     spec = PartitionSpec("runs")
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (3 if progress else 2),
+    sharded = jax.shard_map(local, mesh=mesh,
+                            in_specs=(PartitionSpec(),) * n_shared + (spec,) * n_batched,
                             out_specs=spec, check_vma=False)
     return jax.jit(sharded)
 
@@ -395,23 +409,11 @@ def _segment_fn(cfg: TrainConfig, layout: Layout, key_impl: str | None, hp_names
     release_compiled()
     seg = make_segment(cfg, on_log=progress_hook(cfg, progress) if progress else None)
 
-    def local(k0, *args_R):
-        def one(kd, hp, state, *lane):
-            key = kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
-            return seg(key, hp, state, k0, *lane)
+    def one(k0, kd, hp, state, *lane):
+        key = kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
+        return seg(key, hp, state, k0, *lane)
 
-        if layout.strategy == "vmap":
-            return jax.vmap(one)(*args_R)
-        return jax.lax.map(lambda a: one(*a), args_R, batch_size=layout.batch_size)
-
-    if layout.n_devices == 1:
-        return jax.jit(local)
-    mesh = Mesh(np.asarray(devices), ("runs",))
-    spec = PartitionSpec("runs")
-    sharded = jax.shard_map(local, mesh=mesh,
-                            in_specs=(PartitionSpec(),) + (spec,) * (4 if progress else 3),
-                            out_specs=spec, check_vma=False)
-    return jax.jit(sharded)
+    return _over_lanes(one, layout, devices, n_batched=4 if progress else 3, n_shared=1)
 
 
 def _fingerprint(cfg: TrainConfig, kd: Any, hp: dict[str, np.ndarray], L: int) -> dict[str, Any]:
