@@ -8,9 +8,51 @@ Compiled programs are dropped after each test module: a whole session compiles w
 hundred training programs, and XLA's CPU backend keeps ~500 memory maps per cached program, which
 would otherwise exhaust Linux's vm.max_map_count (65530) and abort the session inside a compile
 (see rnn_ntk.train.release_compiled).
+
+One persistent JAX compilation cache serves the whole session (every xdist worker and every
+``rnn-ntk`` subprocess the tests start, through JAX_COMPILATION_CACHE_DIR): a program dropped
+after a module, or compiled again by a CLI subprocess, is loaded instead of compiled. Tests that
+count compiles count cache loads as compiles too (train_helpers._count_compiles).
 """
-import jax
-import pytest
+import os
+import shutil
+import tempfile
+
+# XLA's CPU backend spends most of this suite compiling small programs (LLVM codegen): without
+# backend optimisation and with the classic (non-MLIR) fusion emitters it compiles them about 2x
+# faster. RNN_NTK_TEST_FAST_COMPILE=0 keeps XLA's defaults (records that two different programs
+# compute are then compared bit for bit: train_helpers.EXACT_ACROSS_PROGRAMS). Set before JAX
+# creates its backend; xdist workers and subprocesses inherit it.
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+if (os.environ.get("RNN_NTK_TEST_FAST_COMPILE", "1") != "0"
+        and FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", "")):
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                                     FAST_COMPILE_FLAGS]))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    """The first process of the session (the xdist controller, or the only one) makes the cache
+    folder and exports it; xdist workers and subprocesses inherit the environment."""
+    if not os.environ.get(_CACHE_ENV):
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="rnn-ntk-test-jax-cache-")
+        config._rnn_ntk_cache_dir = os.environ[_CACHE_ENV]
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_rnn_ntk_cache_dir", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+        if os.environ.get(_CACHE_ENV) == made:
+            del os.environ[_CACHE_ENV]
 
 
 @pytest.hookimpl(tryfirst=True)

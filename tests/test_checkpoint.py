@@ -235,8 +235,6 @@ def test_sigkilled_cli_run_resumes_from_its_checkpoint_to_the_same_store(tmp_pat
         "steps = 12\nlog_every = 2", "steps = 4000\nlog_every = 100")
     (tmp_path / "spec.toml").write_text(text)
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep
                + os.environ.get("PYTHONPATH", ""))
     out = tmp_path / "out"

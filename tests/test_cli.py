@@ -21,6 +21,7 @@ from rnn_ntk.cli import main, plot_loss_curves
 from rnn_ntk.model import RNNConfig
 from rnn_ntk.tasks import TaskConfig
 from rnn_ntk.train import TrainConfig, make_train, run_key
+from train_helpers import _count_compiles
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -265,29 +266,10 @@ def test_run_store_equals_direct_api_and_refusals(tmp_path, capsys):
     xr.testing.assert_identical(store.load_results(out), ds)
 
 
-def _no_compiles():
-    """A list that collects XLA compiles while the returned context is active."""
-    compiles = []
-
-    def listener(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    class _Ctx:
-        def __enter__(self):
-            jax.monitoring.register_event_duration_secs_listener(listener)
-            return compiles
-
-        def __exit__(self, *exc):
-            jax.monitoring.unregister_event_duration_listener(listener)
-
-    return _Ctx()
-
-
 def test_second_writer_is_refused_before_any_compute(tmp_path, capsys):
     spec = write(tmp_path, GOOD)
     out = tmp_path / "out"
-    with store.lock_store(out), _no_compiles() as compiles:   # this process is the writer
+    with store.lock_store(out), _count_compiles() as compiles:   # this process is the writer
         for extra in ([], ["--resume"]):
             assert main(["run", str(spec), "--out", str(out), *extra]) == 1
             captured = capsys.readouterr()
@@ -369,8 +351,6 @@ def _env(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-cache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 

@@ -53,8 +53,6 @@ def _env(tmp_path, devices, **extra):
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_NUM_CPU_DEVICES"] = str(devices)
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-cache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["RNN_NTK_DIST_TIMEOUT"] = "90"    # a broken test fails instead of hanging
     env.update(extra)
     return env

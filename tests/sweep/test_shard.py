@@ -3,7 +3,6 @@ chunk assignment (deterministic, disjoint, covering, balanced against a brute-fo
 bad --shard inputs and mismatched stores (exit 2, nothing written), status of a partial store,
 and two shards as concurrent processes into one store, one SIGKILLed mid-chunk and resumed,
 giving the store of a one-process run bit for bit."""
-import contextlib
 import itertools
 import json
 import os
@@ -13,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import xarray as xr
@@ -235,8 +233,6 @@ def _env(tmp_path):
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_NUM_CPU_DEVICES"] = "2"          # as in this test process (conftest)
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-cache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 
@@ -250,31 +246,13 @@ def _chunks_of(out, label):
     return [m for m in store.list_chunks(out) if m["info"].get("shard") == label]
 
 
-@contextlib.contextmanager
-def _persistent_cache(path):
-    """This process writes its compiled programs to ``path`` (the shard processes' cache), so
-    they load the program instead of compiling it; the previous settings are restored."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-    old = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs)
-    cc.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_compilation_cache_dir", old[0])
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-        cc.reset_cache()
-
-
 def test_two_concurrent_shards_one_killed_and_resumed_equal_one_process(tmp_path, capsys):
     spec = tmp_path / "spec.toml"
     spec.write_text(TINY)
     out = tmp_path / "out"
-    # the reference: one process running the whole spec (this one; it fills the compile cache)
-    with _persistent_cache(tmp_path / "jax-cache"):
-        ref = sweep.run_sweep(sweep.parse_spec(TINY, str(spec)), tmp_path / "ref")
+    # the reference: one process running the whole spec (this one; it fills the session's compile
+    # cache, tests/conftest.py, from which the shard processes load the program)
+    ref = sweep.run_sweep(sweep.parse_spec(TINY, str(spec)), tmp_path / "ref")
     assert ref.n_runs == 8
     a = _shard(tmp_path, spec, out, "0/2")
     b = _shard(tmp_path, spec, out, "1/2")
