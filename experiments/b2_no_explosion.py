@@ -730,10 +730,9 @@ def _law(res: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # claims
 
-def claims(results_dir: str | Path) -> list[Claim]:
-    res = _scan(results_dir)
+def _forward_claims(res: dict) -> list[Claim]:
+    """B2.1: forward norms inside the hypothesis, all ReLU c = 1 widths."""
     out: list[Claim] = []
-
     # B2.1 forward inside the hypothesis, all widths
     ws = _widths(res, "fwd", "relu", 1.0)
     ratios = [np.asarray(res["fwd"][("relu", 1.0, m)]["norm2"], np.float64)
@@ -750,8 +749,12 @@ def claims(results_dir: str | Path) -> list[Claim]:
                            f"are above 2x the prediction and {down} below 0.5x)",
                      "fraction of paths with max_{l <= sqrt(m)} |ln R_l| <= ln 4 (seed bootstrap 95%)",
                      fmt_interval(F, Fci), f">= {HIGH_PROB}", stats.at_least(F, Fci, HIGH_PROB)))
+    return out
 
-    law = _law(res)
+
+def _boundary_claims(law: dict, S: int) -> list[Claim]:
+    """B2.2: the (m, L) boundary of the papers' hypothesis as a measured law."""
+    out: list[Claim] = []
     bd = law["boundary"]
     v2 = "inconclusive" if bd["n_used"] < 2 else stats.verdict(bd["slope"], bd["ci"], 0.25, 1.0)
     lst = ", ".join(f"m={m}: {l}" for m, l in zip(law["widths"], bd["lstar"]))
@@ -762,7 +765,12 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      "power-law exponent q of L*(m) (seed bootstrap 95%)",
                      fmt_interval(bd["slope"], bd["ci"], 2) + f" over {bd['n_used']} widths",
                      "in [0.25, 1.0]", v2))
+    return out
 
+
+def _backward_claims(res: dict, law: dict) -> list[Claim]:
+    """B2.3-B2.5: ReLU backward products inside the hypothesis and the c != 1 controls."""
+    out: list[Claim] = []
     m = _widths(res, "jac", "relu", 1.0)[-1]
     Lh = hypothesis_length(m)
     a = res["jac"][("relu", 1.0, m)]
@@ -779,7 +787,7 @@ def claims(results_dir: str | Path) -> list[Claim]:
     out.append(Claim(NAME, f"B2.4 ReLU c = 1, inside the hypothesis: backward log-norm flat in the lag "
                            f"(m = {m}, lags {MIN_FIT_LAG}..{Lh}; per-seed growth exponents at "
                            f"m = {law['widths'][-1]}: {g_big.min():+.3f} to {g_big.max():+.3f} per step)",
-                     f"slope of ln seed-mean sigma_max per step (seed bootstrap 95%)",
+                     "slope of ln seed-mean sigma_max per step (seed bootstrap 95%)",
                      fmt_interval(b.slope, b.ci95, 4), "in [-0.05, 0.05]",
                      stats.verdict(b.slope, b.ci95, -0.05, 0.05)))
 
@@ -800,7 +808,12 @@ def claims(results_dir: str | Path) -> list[Claim]:
                          fmt_interval(b.slope, b.ci95, 4) + f"; R^2 = {b.r2:.4f}",
                          f"in [{target - tol:.3f}, {target + tol:.3f}] and R^2 >= 0.95", v,
                          role="control"))
+    return out
 
+
+def _tanh_claims(res: dict) -> list[Claim]:
+    """B2.6-B2.7: the tanh controls (forward recursion, mean-field backward rate)."""
+    out: list[Claim] = []
     m = _widths(res, "fwd", "tanh", 1.0)[-1]
     a = res["fwd"][("tanh", 1.0, m)]
     r = seed_ratio(a["norm2"], a["pred"])
@@ -829,7 +842,12 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      f"slope of ln sigma_max per step, lags >= {MIN_FIT_LAG}, vs mean-field slope",
                      "; ".join(parts), "|slope - mf| <= 0.25 |mf| + 0.02 for every c",
                      combine(vs), role="control"))
+    return out
 
+
+def _spread_claims(law: dict) -> list[Claim]:
+    """B2.8: the spread over weight draws of the per-seed growth exponents."""
+    out: list[Claim] = []
     sp = law["spread"]
     sg = ", ".join(f"m={m}: {v:.4f}" for m, v in zip(law["widths"], sp["sigma"]))
     out.append(Claim(NAME, f"B2.8 ReLU c = 1: the spread over weight draws of the per-seed growth "
@@ -840,3 +858,11 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      fmt_interval(sp["slope"], sp["ci"], 2), "in [-0.75, -0.25]",
                      stats.verdict(sp["slope"], sp["ci"], -0.75, -0.25), role="extra"))
     return out
+
+
+def claims(results_dir: str | Path) -> list[Claim]:
+    res = _scan(results_dir)
+    law = _law(res)
+    S = np.asarray(res["fwd"][("relu", 1.0, _widths(res, "fwd", "relu", 1.0)[0])]["norm2"]).shape[0]
+    return (_forward_claims(res) + _boundary_claims(law, S) + _backward_claims(res, law)
+            + _tanh_claims(res) + _spread_claims(law))

@@ -643,53 +643,56 @@ def lag_ratio_interval(n_long_S: np.ndarray, n_short_S: np.ndarray, budget: int,
     return float(lo), float(hi)
 
 
-def claims(results_dir: str | Path) -> list[Claim]:
-    res = _load(results_dir)
+def _drive_claims(res: dict, drive: float) -> list[Claim]:
+    """D2.1, D2.2 (at the gain drive) and D2.4 at one input drive (sign init)."""
     out: list[Claim] = []
-    below = [x for x in ALPHAS if L_PHI * x < 1]
-    for drive in DRIVES:
-        a = res["init"][("sign", drive)]
-        ctx = f"sign init, drive {drive:g}"
-        r = bound_ratio(a, drive)                                 # (S, A, nT, n)
-        worst = float(r.max())
-        at_T = np.mean(r[:, :, -1, :], axis=(0, 2))              # (A,) at T_max
-        out.append(Claim(
-            NAME, f"D2.1 the NTK diagonal stays below the Lipschitz bound mean(v^2) "
-                  f"[(G-1)^2 + drive^2 G^2], G = sum_(t<T) (L*alpha)^t (bounded / T^2 / "
-                  f"exponential for L*alpha <, =, > 1), at every T, input and seed ({ctx}; "
-                  f"L*alpha in {{{', '.join(f'{x:g}' for x in ALPHAS)}}})",
-            "max of NTK diagonal / bound over T, inputs, seeds, alpha (a deterministic inequality)",
-            f"max {worst:.3g}; seed-mean ratio at T = {int(a['T_grid'][-1])}: "
-            + ", ".join(f"{x:g}: {v:.2g}" for x, v in zip(ALPHAS, at_T)),
-            "<= 1", "agrees" if worst <= 1.0 else "disagrees"))
-        if drive == GAIN_DRIVE:
-            vs, parts = [], []
-            for ai, x in enumerate(ALPHAS):
-                f, mf = gain_fits(a, ai)
-                rho, ci = math.exp(f.slope), (math.exp(f.ci95[0]), math.exp(f.ci95[1]))
-                vs.append(stats.at_most(rho, ci, 1.0))
-                parts.append(f"{x:g}: {fmt_interval(rho, ci)} (mean field alpha "
-                             f"sqrt(E phi'^2): {math.exp(mf):.3f})")
-            out.append(Claim(
-                NAME, f"D2.2 tanh saturation: the effective per-step gain of the long-lag "
-                      f"sensitivity is below 1 at every L*alpha up to {max(ALPHAS):g}, so the "
-                      f"effective cutoff lies above L*alpha = 1 ({ctx})",
-                f"rho = exp(per-step slope of ln S_k), 1 <= k <= {SENS_FIT_MAX}, per L*alpha",
-                "; ".join(parts), "rho <= 1 for every L*alpha", combine(vs), role="extra"))
+    a = res["init"][("sign", drive)]
+    ctx = f"sign init, drive {drive:g}"
+    r = bound_ratio(a, drive)                                 # (S, A, nT, n)
+    worst = float(r.max())
+    at_T = np.mean(r[:, :, -1, :], axis=(0, 2))              # (A,) at T_max
+    out.append(Claim(
+        NAME, f"D2.1 the NTK diagonal stays below the Lipschitz bound mean(v^2) "
+              f"[(G-1)^2 + drive^2 G^2], G = sum_(t<T) (L*alpha)^t (bounded / T^2 / "
+              f"exponential for L*alpha <, =, > 1), at every T, input and seed ({ctx}; "
+              f"L*alpha in {{{', '.join(f'{x:g}' for x in ALPHAS)}}})",
+        "max of NTK diagonal / bound over T, inputs, seeds, alpha (a deterministic inequality)",
+        f"max {worst:.3g}; seed-mean ratio at T = {int(a['T_grid'][-1])}: "
+        + ", ".join(f"{x:g}: {v:.2g}" for x, v in zip(ALPHAS, at_T)),
+        "<= 1", "agrees" if worst <= 1.0 else "disagrees"))
+    if drive == GAIN_DRIVE:
         vs, parts = [], []
         for ai, x in enumerate(ALPHAS):
-            f = _sens_fit(a, ai)
-            g = L_PHI * x
-            ratio, ci = math.exp(f.slope) / g, (math.exp(f.ci95[0]) / g,
-                                                 math.exp(f.ci95[1]) / g)
-            vs.append(stats.at_most(ratio, ci, RATE_SLACK))
-            parts.append(f"{x:g}: {fmt_interval(ratio, ci)}")
+            f, mf = gain_fits(a, ai)
+            rho, ci = math.exp(f.slope), (math.exp(f.ci95[0]), math.exp(f.ci95[1]))
+            vs.append(stats.at_most(rho, ci, 1.0))
+            parts.append(f"{x:g}: {fmt_interval(rho, ci)} (mean field alpha "
+                         f"sqrt(E phi'^2): {math.exp(mf):.3f})")
         out.append(Claim(
-            NAME, f"D2.4 the output's sensitivity to x_(T-k) decays at least as fast as "
-                  f"(L*alpha)^k (the Lipschitz bound's rate; {ctx})",
-            f"rho / (L*alpha), rho = exp(per-step slope of ln S_k), 1 <= k <= {SENS_FIT_MAX}",
-            "; ".join(parts), f"<= {RATE_SLACK:g} for every L*alpha", combine(vs)))
+            NAME, f"D2.2 tanh saturation: the effective per-step gain of the long-lag "
+                  f"sensitivity is below 1 at every L*alpha up to {max(ALPHAS):g}, so the "
+                  f"effective cutoff lies above L*alpha = 1 ({ctx})",
+            f"rho = exp(per-step slope of ln S_k), 1 <= k <= {SENS_FIT_MAX}, per L*alpha",
+            "; ".join(parts), "rho <= 1 for every L*alpha", combine(vs), role="extra"))
+    vs, parts = [], []
+    for ai, x in enumerate(ALPHAS):
+        f = _sens_fit(a, ai)
+        g = L_PHI * x
+        ratio, ci = math.exp(f.slope) / g, (math.exp(f.ci95[0]) / g,
+                                             math.exp(f.ci95[1]) / g)
+        vs.append(stats.at_most(ratio, ci, RATE_SLACK))
+        parts.append(f"{x:g}: {fmt_interval(ratio, ci)}")
+    out.append(Claim(
+        NAME, f"D2.4 the output's sensitivity to x_(T-k) decays at least as fast as "
+              f"(L*alpha)^k (the Lipschitz bound's rate; {ctx})",
+        f"rho / (L*alpha), rho = exp(per-step slope of ln S_k), 1 <= k <= {SENS_FIT_MAX}",
+        "; ".join(parts), f"<= {RATE_SLACK:g} for every L*alpha", combine(vs)))
+    return out
 
+
+def _linear_shape_claims(res: dict) -> list[Claim]:
+    """D2.3: where tanh is linear, the NTK diagonal follows the linear network's K_lin(T)."""
+    out: list[Claim] = []
     a = res["init"][("sign", LINEAR_DRIVE)]
     vs, parts = [], []
     for ai, x in enumerate(ALPHAS):
@@ -709,7 +712,13 @@ def claims(results_dir: str | Path) -> list[Claim]:
               f"{LINEAR_LOSS:g})",
         "log-log slope of Kbar(T) / K_lin(T) over the linear range, per L*alpha",
         "; ".join(parts), f"|slope| <= {SHAPE_TOL:g} for every L*alpha", combine(vs)))
+    return out
 
+
+def _training_claims(res: dict) -> list[Claim]:
+    """D2.5: below the cutoff, long-lag teachers need more GD steps."""
+    out: list[Claim] = []
+    below = [x for x in ALPHAS if L_PHI * x < 1]
     tab = _training_table(res)
     budget = int(res["train"][ALPHAS[0]]["steps"])
     vs, parts = [], []
@@ -735,3 +744,10 @@ def claims(results_dir: str | Path) -> list[Claim]:
                      f"{k_short} (95% seed bootstrap)", "; ".join(parts),
                      f">= {LAG_RATIO:g} for each alpha < 1", combine(vs)))
     return out
+
+
+def claims(results_dir: str | Path) -> list[Claim]:
+    res = _load(results_dir)
+    return ([c for drive in DRIVES for c in _drive_claims(res, drive)]
+            + _linear_shape_claims(res) + _training_claims(res))
+

@@ -313,6 +313,17 @@ def _global_call(fn: Callable, devices: tuple, *args: Any) -> Any:
     return multihost_utils.process_allgather(fn(*jax.tree.map(put, args)), tiled=True)
 
 
+def _real_lanes_only(progress: Callable[[np.ndarray, int], None], R: int
+                     ) -> Callable[[np.ndarray, int], None]:
+    """The progress callback as the engine calls it: the padding lanes (index >= R) dropped, and
+    no call when only padding lanes report."""
+    def report(lanes: np.ndarray, steps: int) -> None:
+        lanes = lanes[lanes < R]
+        if lanes.size:
+            progress(lanes, steps)
+    return report
+
+
 def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
                layout: Layout | None = None,
                progress: Callable[[np.ndarray, int], None] | None = None,
@@ -384,11 +395,7 @@ def train_many(cfg: TrainConfig, keys: Array, hparams: dict[str, Any], *,
     if progress is None:
         out = run(*args)
     else:
-        def report(lanes: np.ndarray, steps: int) -> None:
-            lanes = lanes[lanes < R]
-            if lanes.size:
-                progress(lanes, steps)
-
+        report = _real_lanes_only(progress, R)
         with progress_listener(report):
             out = jax.block_until_ready(run(*args))
     if Rp != R:
@@ -481,11 +488,7 @@ def _train_segments(cfg: TrainConfig, kd: Any, hp: dict[str, np.ndarray], key_im
     if progress is None:
         saved = run()
     else:
-        def report(lanes: np.ndarray, steps: int) -> None:
-            lanes = lanes[lanes < R]
-            if lanes.size:
-                progress(lanes, steps)
-
+        report = _real_lanes_only(progress, R)
         with progress_listener(report):
             if first:     # the steps before the restored state, as if run now
                 report(np.arange(Rp), (min(starts[first], n_logs) - 1) * cfg.log_every)
