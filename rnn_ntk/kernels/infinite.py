@@ -191,8 +191,11 @@ def _tile_last(vfn, trainable, sc, x1_WAD, q1_WA, a1_WA, f1_WA, id1_A, x2_WBD, q
     return sc["sv2"] * V, sc["sv2"] * (tv * V + VdTh)
 
 
-def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, id1_A, x2_BSD, q2_BS, l2_B, id2_B):
-    """Whole-grid kernels of a tile: (A, T1, B, T2) for 'all', (A, B) for 'mean'.
+def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, id1_A, x2_BSD, q2_BS, l2_B, id2_B,
+               write=None, outs=None):
+    """Whole-grid kernels of a tile: (A, B) for 'mean'; for 'all' the rows are written into the
+    outputs as they are made (``outs = write(outs, t, (K_ABS, N_ABS))`` per row t; the outputs
+    come back), so no (A, T1, B, T2) tile is stacked, transposed or copied.
 
     Scans over t, carrying the row t-1 of V and Vd * Th over s; the value at (t-1, s-1) is the
     row shifted by one step (0 at s = 1 and at t = 1, except P_{1,1} = sigma_h^2 1[x = x']).
@@ -209,7 +212,7 @@ def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, id1_A, x2_BSD, q2_
         return jnp.pad(a_ABS[:, :, :-1], ((0, 0), (0, 0), (1, 0)))
 
     def step(carry, inp):
-        V_row, VdTh_row, sums = carry
+        V_row, VdTh_row, acc = carry
         x1_t, q1_t, valid1_t, t = inp
         G = sc["su2d"] * _gram(x1_t, x2_flat).reshape(A, B, T2)
         rec = sc["sw2"] * (shift(V_row) + jnp.where(t == 0, P0, 0.0))
@@ -221,18 +224,18 @@ def _tile_grid(vfn, trainable, mean, sc, x1_ATD, q1_AT, l1_A, id1_A, x2_BSD, q2_
         K = jnp.where(valid, sc["sv2"] * V, 0.0)
         N = jnp.where(valid, sc["sv2"] * (tv * V + VdTh), 0.0)
         if mean:
-            return (V, VdTh, (sums[0] + jnp.sum(K, axis=-1), sums[1] + jnp.sum(N, axis=-1))), None
-        return (V, VdTh, sums), (K, N)
+            return (V, VdTh, (acc[0] + jnp.sum(K, axis=-1), acc[1] + jnp.sum(N, axis=-1))), None
+        return (V, VdTh, write(acc, t, (K, N))), None
 
     zero = jnp.zeros((A, B, T2), dtype)
     zsum = jnp.zeros((A, B), dtype)
     valid1_TA = jnp.arange(T1)[:, None] < l1_A[None, :]
-    xs = (jnp.swapaxes(x1_ATD, 0, 1), q1_AT.T, valid1_TA, jnp.arange(T1))
-    (_, _, sums), outs = jax.lax.scan(step, (zero, zero, (zsum, zsum)), xs)
+    xs = (jnp.swapaxes(x1_ATD, 0, 1), q1_AT.T, valid1_TA, jnp.arange(T1, dtype=jnp.int32))
+    (_, _, acc), _ = jax.lax.scan(step, (zero, zero, (zsum, zsum) if mean else outs), xs)
     if mean:
         norm = l1_A[:, None].astype(dtype) * l2_B[None, :].astype(dtype)
-        return sums[0] / norm, sums[1] / norm
-    return tuple(jnp.transpose(o, (1, 0, 2, 3)) for o in outs)
+        return acc[0] / norm, acc[1] / norm
+    return acc
 
 
 # --------------------------------------------------------------------------- driver
@@ -242,7 +245,9 @@ def _kernels(x1, l1, x2, l2, sc, id1, id2, *, activation, order, trainable, read
     """Both kernels for padded inputs (n1 = nb1 * b1 rows, n2 = nb2 * b2 rows).
 
     Tiles (i, j) (i <= j when symmetric) run one after another in a ``fori_loop`` that writes
-    them into the outputs in place, so memory is the outputs plus one tile's working set.
+    them into the outputs in place ('all': each row of a tile as its scan makes it), so memory is
+    the outputs plus one tile's working set. The tiling divides n when it can
+    (:func:`_tiling`): then no padded copy of the outputs is sliced afterwards.
     """
     vfn = get_vtransform(activation, order)
     (nb1, b1), (nb2, b2) = blocks
@@ -264,12 +269,12 @@ def _kernels(x1, l1, x2, l2, sc, id1, id2, *, activation, order, trainable, read
             i2 = jax.lax.dynamic_slice_in_dim(id2, ij[1] * b2, b2)
             return _tile_last(vfn, trainable, sc, *s1, i1, *s2, i2)
     else:
-        def tile(ij):
+        def tile(ij, **into):
             s1 = [jax.lax.dynamic_slice_in_dim(a, ij[0] * b1, b1, axis=0)
                   for a in (x1, q1, l1, id1)]
             s2 = [jax.lax.dynamic_slice_in_dim(a, ij[1] * b2, b2, axis=0)
                   for a in (x2, q2, l2, id2)]
-            return _tile_grid(vfn, trainable, readout == "mean", sc, *s1, *s2)
+            return _tile_grid(vfn, trainable, readout == "mean", sc, *s1, *s2, **into)
 
     pairs = [(i, j) for i in range(nb1) for j in range(i if symmetric else 0, nb2)]
     I = jnp.asarray([p[0] for p in pairs], jnp.int32)
@@ -283,10 +288,29 @@ def _kernels(x1, l1, x2, l2, sc, id1, id2, *, activation, order, trainable, read
     def at(i, j):                                     # start index of block (i, j)
         return (i * b1, z, j * b2, z) if grid else (i * b1, j * b2)
 
+    def write_row(i, j, outs, t, rows):
+        # row t of tile (i, j), (A, B, T2), into [i-block, t, j-block, :] (contiguous runs of T2)
+        return tuple(jax.lax.dynamic_update_slice(full, r[:, None], (i * b1, t, j * b2, z))
+                     for full, r in zip(outs, rows))
+
+    def mirror(i, j, outs):
+        # with symmetry, tile (i, j) transposed into (j, i); a diagonal tile is replaced by its
+        # symmetrised self, so the result is exactly symmetric
+        new = []
+        for full in outs:
+            t = jax.lax.dynamic_slice(full, at(i, j), (b1, T1, b2, T2))
+            tT = jnp.transpose(t, flip)
+            new.append(jax.lax.dynamic_update_slice(
+                full, jnp.where(i == j, 0.5 * (t + tT), tT), at(j, i)))
+        return tuple(new)
+
     def body(p, outs):
         # each tile is written in place into the outputs; with symmetry also its transpose
         # (a diagonal tile is symmetrised first, so the result is exactly symmetric)
         i, j = I[p], J[p]
+        if grid:
+            outs = tile((i, j), write=functools.partial(write_row, i, j), outs=outs)
+            return mirror(i, j, outs) if symmetric else outs
         new = []
         for full, t in zip(outs, tile((i, j))):
             if symmetric:
@@ -308,7 +332,11 @@ def _default_block(readout: str, T2: int, mem_factor: int) -> int:
 
 
 def _tiling(n: int, block: int) -> tuple[int, int]:
-    """(tiles, tile side): ceil(n / block) tiles of the least side that covers n."""
+    """(tiles, tile side): the largest side in [block / 2, block] that divides n, so no padded copy
+    of the outputs is sliced off; else ceil(n / block) tiles of the least side that covers n."""
+    for side in range(min(block, n), max(1, block // 2) - 1, -1):
+        if n % side == 0:
+            return n // side, side
     nb = -(-n // block)
     return nb, -(-n // nb)
 
