@@ -65,6 +65,42 @@ def _time(method: str, m: int, n: int, T: int, repeats: int, cpu: list | None = 
     return best
 
 
+def _best(f, repeats: int) -> float:
+    jax.block_until_ready(f())
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f())
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _time_split(m: int, n: int, T: int, repeats: int) -> None:
+    """Where the structured method's time goes, against this machine's GEMM rate (same run):
+    the per-example stacks alone (one vjp of the recurrence), one (nT x nT) Gram of the stacks,
+    and the arithmetic floor (stack + contraction FLOPs at the measured GEMM rate)."""
+    cfg, params, x = _problem(m, n, T)
+    lens = jnp.full((n,), T, jnp.int32)
+    sc = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), cfg.scales())
+    stacks = jax.jit(lambda p, x, l, s: emp._structured_stacks(cfg, p, x, l, s))
+    S = stacks(params, x, lens, sc)
+    t_stacks = _best(lambda: stacks(params, x, lens, sc), repeats)
+    F = S["F"].reshape(n * T, -1)
+    gram = jax.jit(lambda a: a @ a.T)
+    t_gram = _best(lambda: gram(F), repeats)
+    rate = 2.0 * (n * T) ** 2 * F.shape[1] / t_gram
+    plan = emp._plan(cfg, "structured", m, n, T, n, T, True, None, 4, None, emp.memory_budget())
+    tiles = -(-n // plan.t1)
+    frac = tiles * (tiles + 1) / 2 / tiles ** 2          # tile pairs on and above the diagonal
+    contract = 2.0 * (n * T) ** 2 * (F.shape[1] + m) * frac      # the two Grams, of D and of F
+    stack_flops = 2 * 2.0 * n * T * m * m                 # the forward and the vjp's backward
+    floor = (contract + stack_flops) / rate
+    print(f"  split: stacks {1e3 * t_stacks:.1f} ms; one {n * T} x {n * T} x {F.shape[1]} Gram "
+          f"{1e3 * t_gram:.1f} ms = {rate / 1e9:.0f} GFLOP/s; {tiles} tiles ({frac:.0%} of the "
+          f"pairs); {(contract + stack_flops) / 1e9:.1f} GFLOP at that rate: floor "
+          f"{1e3 * floor:.1f} ms")
+
+
 def _compiled_bytes(method: str, m: int, n: int, T: int) -> int:
     """XLA's memory analysis of the compiled kernel: arguments + outputs + temporaries."""
     cfg, params, x = _problem(m, n, T)
@@ -164,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, ms in NT_REFERENCE_MS.items():
         print(f"  [reference, not this run] {name}: {ms:.0f} ms "
               f"-> {ms / (1e3 * ts['structured']):.1f}x the structured time here")
+    _time_split(512, 64, 20, reps)
 
     # 2. memory at m = 4096
     print("\n== memory, m=4096, 'last', float32 ==")
