@@ -145,14 +145,25 @@ def run(results_dir: str | Path, scale: str = "default") -> None:
 
 
 def _load(results_dir: str | Path) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """{(activation, readout): {'widths': (X,), 'err_ntk': (S, X), ...}} from stored pieces."""
+    """{(activation, readout): {'widths': (X,), 'err_ntk': (S, X), ...}} from stored pieces: those
+    made with the settings of the last piece written (another scale's leftovers are ignored); every
+    piece of that run must be stored (an interrupted run raises FileNotFoundError)."""
     out = Path(results_dir) / NAME
-    pieces: dict[tuple[str, str], list] = {}
-    for path in sorted(out.glob("*.npz")):
-        arrays, meta = load_arrays(path)
-        pieces.setdefault((meta["activation"], meta["readout"]), []).append((meta["width"], arrays))
-    if not pieces:
+    paths = sorted(out.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns)
+    if not paths:
         raise FileNotFoundError(f"no stored results under {out}; run the experiment first")
+    loaded = [load_arrays(p) for p in paths]
+    st = loaded[-1][1]["settings"]
+    pieces: dict[tuple[str, str], list] = {}
+    for arrays, meta in loaded:
+        if meta["settings"] == st:
+            pieces.setdefault((meta["activation"], meta["readout"]), []).append(
+                (meta["width"], arrays))
+    missing = len(SERIES) * len(st["widths"]) - sum(len(rows) for rows in pieces.values())
+    if missing > 0:
+        raise FileNotFoundError(f"{missing} pieces of the {st['scale']} run under {out} are not "
+                                f"stored yet; finish it with `rnn-ntk reproduce {NAME} --scale "
+                                f"{st['scale']}`")
     res = {}
     for key, rows in sorted(pieces.items(), key=lambda kv: SERIES.index(kv[0])
                             if kv[0] in SERIES else len(SERIES)):

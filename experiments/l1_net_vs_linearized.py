@@ -285,8 +285,17 @@ def load(results_dir: str | Path, name: str = NAME) -> tuple[np.ndarray, dict[st
                    key=lambda p: int(p.stem.split("_")[1]))
     if not files:
         raise FileNotFoundError(f"no stored runs under {Path(results_dir, name)}; run() first")
-    arrs = [load_arrays(p)[0] for p in files]
+    loaded = [load_arrays(p) for p in files]
+    arrs = [a for a, _ in loaded]
     widths = np.array([int(p.stem.split("_")[1]) for p in files])
+    # an interrupted run: figures and claims need every width of the stored scale's ladder
+    meta = loaded[-1][1]
+    planned = set().union(*(m["setting"]["widths"] for _, m in loaded))
+    missing = sorted(planned - set(widths.tolist()))
+    if missing:
+        raise FileNotFoundError(f"widths {missing} of the {meta['scale']} run under "
+                                f"{Path(results_dir, name)} are not stored yet; finish it with "
+                                f"`rnn-ntk reproduce {name} --scale {meta['scale']}`")
     keys = set.intersection(*(set(a) for a in arrs))
     return widths, {k: np.stack([a[k] for a in arrs]) for k in keys}
 

@@ -1,6 +1,7 @@
 """L1 (network vs linearised model): the pieces against independent computations, and the
 experiment end to end at scale 'ci'."""
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +129,15 @@ def test_linearised_training_follows_the_kernel_closed_form(l1_results):
     np.testing.assert_allclose(a["train_loss"][..., 0], lin[..., 0], rtol=1e-6)
     # the step is half the stability edge of the run's own K_0
     np.testing.assert_allclose(a["lr"] * a["lam_max"], 2 * l1.C_STEP, rtol=1e-12)
+
+
+def test_an_interrupted_run_reads_as_not_finished(l1_results, tmp_path):
+    # l1.load serves L1, B1 and B3: a width of the stored scale's ladder missing is "not finished"
+    part = tmp_path / "partial"
+    shutil.copytree(l1_results / l1.NAME, part / l1.NAME)
+    widest = max(l1.SETTINGS["ci"].widths)
+    (part / l1.NAME / f"width_{widest}.npz").unlink()
+    for f in (l1.load, l1.claims, lambda r: l1.figures(r, tmp_path / "fig")):
+        with pytest.raises(FileNotFoundError, match=rf"widths \[{widest}\] of the ci run .* not "
+                                                    "stored yet"):
+            f(part)
