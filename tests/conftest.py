@@ -28,6 +28,7 @@ if (os.environ.get("RNN_NTK_TEST_FAST_COMPILE", "1") != "0"
         and FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", "")):
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
                                                      FAST_COMPILE_FLAGS]))
+    os.environ["RNN_NTK_TEST_ADDED_XLA_FLAGS"] = FAST_COMPILE_FLAGS    # train_helpers.xla_default_env
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -13,6 +13,7 @@ import pytest
 from rnn_ntk import checkpoint as ckpt_lib
 from rnn_ntk import lanes, store, sweep, train
 from rnn_ntk.sweep.execute import adopt_checkpoints
+from train_helpers import _assert_records_same_arithmetic, xla_default_env
 
 SPEC = """
 [model]
@@ -160,11 +161,13 @@ def _data(out):
     return {k: ds[k].values for k in ds.data_vars}
 
 
-def _assert_bitwise(got, want):
+def _assert_same_records(got, want):
+    """A checkpointed sweep (the segment program) against the single program: same variables and
+    dtypes, values bit for bit at XLA's default optimisation (8 ulps at the suite's fast-compile
+    level, where the two programs may round apart: train_helpers)."""
     assert set(got) == set(want)
-    for k in want:
-        assert got[k].dtype == want[k].dtype, k
-        assert np.array_equal(got[k], want[k], equal_nan=True), k
+    assert all(got[k].dtype == want[k].dtype for k in want)
+    _assert_records_same_arithmetic(got, want)
 
 
 def test_interrupted_checkpointed_sweep_resumes_from_its_last_checkpoint_bit_for_bit(
@@ -212,18 +215,20 @@ def test_interrupted_checkpointed_sweep_resumes_from_its_last_checkpoint_bit_for
     assert k0s == starts[4:]                            # after the checkpoint at step 6 only
     assert summary.n_trained == 4 and sum(steps) == 4 * 12
     assert not any((out / ckpt_lib.CHECKPOINTS).iterdir())    # deleted once written
-    _assert_bitwise(_data(out), want)
+    _assert_same_records(_data(out), want)
 
     k0s.clear()                                         # uninterrupted: every segment, same bits
     sweep.run_sweep(s, tmp_path / "again")
     assert k0s == starts
-    _assert_bitwise(_data(tmp_path / "again"), want)
+    _assert_same_records(_data(tmp_path / "again"), want)
 
 
 @pytest.mark.slow
 def test_sigkilled_cli_run_resumes_from_its_checkpoint_to_the_same_store(tmp_path):
     """The CLI killed (SIGKILL) once a checkpoint is on disk, then --resume: the store's data
-    equal the single program's bit for bit, and no checkpoint is left."""
+    equal the single program's bit for bit, and no checkpoint is left. Every run here is a CLI
+    process at XLA's default optimisation (a bit-for-bit check across programs; 4000 steps with a
+    diverging lane amplify any rounding difference)."""
     import os
     import signal
     import subprocess
@@ -234,14 +239,15 @@ def test_sigkilled_cli_run_resumes_from_its_checkpoint_to_the_same_store(tmp_pat
     text = SPEC.format(extra="checkpoint_every = 200", seeds=2, sweep="").replace(
         "steps = 12\nlog_every = 2", "steps = 4000\nlog_every = 100")
     (tmp_path / "spec.toml").write_text(text)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep
-               + os.environ.get("PYTHONPATH", ""))
+    (tmp_path / "ref.toml").write_text(text.replace("checkpoint_every = 200", ""))
+    env = xla_default_env(dict(os.environ, JAX_PLATFORMS="cpu",
+                               PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep
+                               + os.environ.get("PYTHONPATH", "")))
     out = tmp_path / "out"
 
-    def cli(*extra):
-        return subprocess.Popen([sys.executable, "-m", "rnn_ntk.cli", "run", "spec.toml",
-                                 "--out", str(out), *extra], env=env, cwd=tmp_path,
+    def cli(*extra, spec="spec.toml", dest=out):
+        return subprocess.Popen([sys.executable, "-m", "rnn_ntk.cli", "run", spec,
+                                 "--out", str(dest), *extra], env=env, cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def saved():
@@ -262,5 +268,10 @@ def test_sigkilled_cli_run_resumes_from_its_checkpoint_to_the_same_store(tmp_pat
     assert proc.returncode == 0, err.decode()
     assert not any((out / ckpt_lib.CHECKPOINTS).iterdir())
     ref = tmp_path / "ref"
-    sweep.run_sweep(sweep.parse_spec(text.replace("checkpoint_every = 200", ""), "<ref>"), ref)
-    _assert_bitwise(_data(out), _data(ref))
+    proc = cli(spec="ref.toml", dest=ref)                # the single program, no checkpoints
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()
+    got, want = _data(out), _data(ref)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k], equal_nan=True), k

@@ -70,6 +70,17 @@ def _assert_records_close(a, b, rtol, atol=0.0):
 EXACT_ACROSS_PROGRAMS = "--xla_backend_optimization_level=0" not in os.environ.get("XLA_FLAGS", "")
 
 
+def xla_default_env(env: dict) -> dict:
+    """``env`` for a subprocess that compiles at XLA's default optimisation (a test that compares
+    two different programs bit for bit runs both in such subprocesses)."""
+    out = dict(env)
+    added = os.environ.get("RNN_NTK_TEST_ADDED_XLA_FLAGS", "")
+    if added:
+        out["XLA_FLAGS"] = out.get("XLA_FLAGS", "").replace(added, "").strip()
+    out["RNN_NTK_TEST_FAST_COMPILE"] = "0"
+    return out
+
+
 def _assert_records_same_arithmetic(a, b):
     """Records of two programs that do the same arithmetic: bit-identical at XLA's default
     optimisation, else equal to 8 ulps of their dtype (relative, and absolute for records that
