@@ -296,28 +296,25 @@ def _kernels(x1, l1, x2, l2, sc, id1, id2, *, activation, order, trainable, read
     def mirror(i, j, outs):
         # with symmetry, tile (i, j) transposed into (j, i); a diagonal tile is replaced by its
         # symmetrised self, so the result is exactly symmetric
+        size = (b1, T1, b2, T2) if grid else (b1, b2)
         new = []
         for full in outs:
-            t = jax.lax.dynamic_slice(full, at(i, j), (b1, T1, b2, T2))
+            t = jax.lax.dynamic_slice(full, at(i, j), size)
             tT = jnp.transpose(t, flip)
             new.append(jax.lax.dynamic_update_slice(
                 full, jnp.where(i == j, 0.5 * (t + tT), tT), at(j, i)))
         return tuple(new)
 
     def body(p, outs):
-        # each tile is written in place into the outputs; with symmetry also its transpose
-        # (a diagonal tile is symmetrised first, so the result is exactly symmetric)
+        # each tile is written in place into the outputs ('all': row by row), then, with
+        # symmetry, its transpose
         i, j = I[p], J[p]
         if grid:
             outs = tile((i, j), write=functools.partial(write_row, i, j), outs=outs)
-            return mirror(i, j, outs) if symmetric else outs
-        new = []
-        for full, t in zip(outs, tile((i, j))):
-            if symmetric:
-                t = jnp.where(i == j, 0.5 * (t + jnp.transpose(t, flip)), t)
-                full = jax.lax.dynamic_update_slice(full, jnp.transpose(t, flip), at(j, i))
-            new.append(jax.lax.dynamic_update_slice(full, t, at(i, j)))
-        return tuple(new)
+        else:
+            outs = tuple(jax.lax.dynamic_update_slice(full, t, at(i, j))
+                         for full, t in zip(outs, tile((i, j))))
+        return mirror(i, j, outs) if symmetric else outs
 
     outs = (jnp.zeros(shape, x1.dtype), jnp.zeros(shape, x1.dtype))
     return jax.lax.fori_loop(0, len(pairs), body, outs)
