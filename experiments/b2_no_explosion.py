@@ -105,7 +105,7 @@ import numpy as np
 
 from rnn_ntk import model, plots, stats, tasks
 from rnn_ntk.kernels.vtransforms import get_vtransform
-from rnn_ntk.experiments.protocol import fmt_interval, is_done, save_piece
+from rnn_ntk.experiments.protocol import fmt_interval, is_done, not_finished, save_piece
 from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 from rnn_ntk.stats import combine, fit_rate
 
@@ -585,9 +585,7 @@ def _scan(results_dir: str | Path) -> dict[str, Any]:
     missing = (combos * len(st["widths"]) - len(res["fwd"])
                + combos * len(st["jac_widths"]) - len(res["jac"]))
     if missing > 0:      # an interrupted run: figures and claims need every piece
-        raise FileNotFoundError(f"{missing} pieces of the {st['scale']} run under {out} are not "
-                                f"stored yet; finish it with `rnn-ntk reproduce {NAME} --scale "
-                                f"{st['scale']}`")
+        raise not_finished(f"{missing} pieces", NAME, st["scale"], out)
     return res
 
 

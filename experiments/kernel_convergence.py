@@ -49,7 +49,7 @@ from rnn_ntk import plots, stats
 from rnn_ntk.kernels.empirical import empirical_nngp, empirical_ntk
 from rnn_ntk.kernels.infinite import infinite_kernels
 from rnn_ntk.model import RNNConfig, Scales, init_params
-from rnn_ntk.experiments.protocol import is_done, save_piece
+from rnn_ntk.experiments.protocol import is_done, not_finished, save_piece
 from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "kernel_convergence"
@@ -161,9 +161,7 @@ def _load(results_dir: str | Path) -> dict[tuple[str, str], dict[str, np.ndarray
                 (meta["width"], arrays))
     missing = len(SERIES) * len(st["widths"]) - sum(len(rows) for rows in pieces.values())
     if missing > 0:
-        raise FileNotFoundError(f"{missing} pieces of the {st['scale']} run under {out} are not "
-                                f"stored yet; finish it with `rnn-ntk reproduce {NAME} --scale "
-                                f"{st['scale']}`")
+        raise not_finished(f"{missing} pieces", NAME, st["scale"], out)
     res = {}
     for key, rows in sorted(pieces.items(), key=lambda kv: SERIES.index(kv[0])
                             if kv[0] in SERIES else len(SERIES)):

@@ -83,7 +83,7 @@ import numpy as np
 from rnn_ntk import dynamics, model, plots, stats, tasks, train
 from rnn_ntk.kernels.empirical import empirical_ntk
 from rnn_ntk.kernels.infinite import infinite_kernels
-from rnn_ntk.experiments.protocol import fmt_fit, is_done, save_piece
+from rnn_ntk.experiments.protocol import fmt_fit, is_done, not_finished, save_piece
 from rnn_ntk.reproduce import Claim, check_scale, load_arrays
 
 NAME = "l1_net_vs_linearized"
@@ -289,13 +289,11 @@ def load(results_dir: str | Path, name: str = NAME) -> tuple[np.ndarray, dict[st
     arrs = [a for a, _ in loaded]
     widths = np.array([int(p.stem.split("_")[1]) for p in files])
     # an interrupted run: figures and claims need every width of the stored scale's ladder
-    meta = loaded[-1][1]
     planned = set().union(*(m["setting"]["widths"] for _, m in loaded))
     missing = sorted(planned - set(widths.tolist()))
     if missing:
-        raise FileNotFoundError(f"widths {missing} of the {meta['scale']} run under "
-                                f"{Path(results_dir, name)} are not stored yet; finish it with "
-                                f"`rnn-ntk reproduce {name} --scale {meta['scale']}`")
+        raise not_finished(f"widths {missing}", name, loaded[-1][1]["scale"],
+                           Path(results_dir, name))
     keys = set.intersection(*(set(a) for a in arrs))
     return widths, {k: np.stack([a[k] for a in arrs]) for k in keys}
 

@@ -20,7 +20,7 @@ import numpy as np
 from rnn_ntk.reproduce import load_arrays, save_arrays
 
 __all__ = ["settings", "is_done", "save_piece", "load_piece", "stored_setting", "sweep_store",
-           "fmt_interval", "fmt_fit"]
+           "not_finished", "fmt_interval", "fmt_fit"]
 
 
 def settings(scale: str, setting: Any = None, **extra: Any) -> dict[str, Any]:
@@ -90,6 +90,13 @@ def fmt_interval(estimate: float, interval: tuple[float, float], nd: int = 3,
     """``"est [lo, hi]"`` with ``nd`` decimals (``signed``: always a sign, e.g. "+0.120")."""
     f = f"{{:{'+' if signed else ''}.{nd}f}}"
     return f"{f.format(estimate)} [{f.format(interval[0])}, {f.format(interval[1])}]"
+
+
+def not_finished(missing: str, name: str, scale: str, out: str | Path) -> FileNotFoundError:
+    """The error of figures/claims on an interrupted run (``rnn-ntk figures`` reports it as "not
+    finished"): ``missing`` (e.g. "3 pieces") of the ``scale`` run under ``out`` are not stored."""
+    return FileNotFoundError(f"{missing} of the {scale} run under {out} are not stored yet; "
+                             f"finish it with `rnn-ntk reproduce {name} --scale {scale}`")
 
 
 def fmt_fit(fit: Any, nd: int = 3, signed: bool = False) -> str:
