@@ -119,6 +119,10 @@ def test_symmetric_and_blocks(readout):
     # blocks of 3 (7 = 3 + 3 + 1 padded): symmetric path (upper triangle mirrored) and general path
     blocked = empirical_ntk(cfg, params, x, lengths1=lens, block_size=3)
     np.testing.assert_allclose(blocked, whole, rtol=1e-12, atol=1e-14)
+    # one example per tile: 28 tile pairs, more than are unrolled, so the lax.map loop runs
+    assert 7 * 8 // 2 > emp._UNROLL_PAIRS
+    looped = empirical_ntk(cfg, params, x, lengths1=lens, block_size=1)
+    np.testing.assert_allclose(looped, whole, rtol=1e-12, atol=1e-14)
     x2 = jax.random.normal(jax.random.key(5), (5, T2, D), jnp.float64)
     l2 = np.array([6, 2, 5, 1, 3])
     one = empirical_ntk(cfg, params, x, x2, lengths1=lens, lengths2=l2)
