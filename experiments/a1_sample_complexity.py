@@ -177,17 +177,21 @@ def kernel_sgd_predictions(K_tr, K_te, y_NT, f0_tr, f0_te, order, lr: float) -> 
     return np.asarray(f0_te, np.float64) + np.einsum("atjs,js->at", K_te, alpha)
 
 
-def ntk_lr(seed: int = 0, n: int = 8, length: int = LENGTH) -> float:
-    """lr_ntk = 1 / (2 lambda): lambda the mean top eigenvalue of Theta(x, x)[2:, 2:] (float64)
-    over n concept-task sequences of ``length`` tokens (T)."""
+def position_blocks(seed: int = 0, n: int = 8, length: int = LENGTH) -> np.ndarray:
+    """(n, T-1, T-1): the infinite-width NTK block Theta(x, x)[2:, 2:] between the predicted
+    positions t = 2..T of each of n concept-task sequences of ``length`` tokens (float64)."""
     with jax.enable_x64(True):
         tc = task_config(n, 1, length)
         x = tasks.sample_inputs(tc, jax.random.key(BASE_SEED + 7 + seed), n, {"eps_x": EPS_X},
                                 dtype=jnp.float64)
-        lam = []
-        for i in range(n):
-            _, K = infinite_kernels(model_config(1), x[i:i + 1])
-            lam.append(np.linalg.eigvalsh(np.asarray(K)[0, 1:, 0, 1:])[-1])
+        return np.stack([np.asarray(infinite_kernels(model_config(1), x[i:i + 1])[1])[0, 1:, 0, 1:]
+                         for i in range(n)])
+
+
+def ntk_lr(seed: int = 0, n: int = 8, length: int = LENGTH) -> float:
+    """lr_ntk = 1 / (2 lambda): lambda the mean top eigenvalue of Theta(x, x)[2:, 2:] (float64)
+    over n concept-task sequences of ``length`` tokens (T), :func:`position_blocks`."""
+    lam = [np.linalg.eigvalsh(B)[-1] for B in position_blocks(seed, n, length)]
     return float(1.0 / (2.0 * np.mean(lam)))
 
 

@@ -14,14 +14,20 @@ paper's complexity is finite for low-degree polynomials; A1 keeps p = 3). T = L 
 predicted positions t = 2..T); model ``RNNConfig.paper`` (readout 'all', only W trained).
 
 * RNN arm (what the paper is about). Loss 'sum_from_2', online SGD with batch 1 and one pass over
-  N fresh samples (steps = N), one width m. Step: a1's rule at this length, ``a1.ntk_lr(length=L
-  + 1)`` = 1 / (2 lambda_L), lambda_L the mean top eigenvalue of the infinite-width NTK block
-  Theta(x, x)[2:, 2:] of one sequence; lambda_L grows with L (lr = 0.082, 0.025, 0.0059, 0.0012
-  at L = 4, 8, 16, 32). The runs are a training sweep per (L, N):
-  ``experiments/a2_length_dependence.toml`` filled in (m, T, N, n_test, lr, seeds), run by
-  ``rnn_ntk.sweep.run_sweep`` into ``<results>/a2_length_dependence/rnn/L<L>_N<N>/`` (one
-  resumable store per piece, seeds as lanes). Per-position relative test errors e_t(N) are
-  recomputed from the stored final W (``rnn_ntk.reproduce.store_position_errors``, shared with A1).
+  N fresh samples (steps = N), one width m, the centred model f(theta) - f(theta_0) (``[train]
+  center``: the initial output removed, so the RNN starts from 0 like the kernel arm's regression)
+  and a step scaled per output position (``[train] position_weights``, :func:`position_steps`):
+  w_t = mean(c) / c_t with c_t the infinite-width NTK's mean diagonal Theta_tt at position t
+  (it grows like t^1.5: c_2 = 1, c_T = 5.5, 15, 46, 156 at L = 4, 8, 16, 32), and lr = 1 /
+  (2 lambda_w), lambda_w the mean top eigenvalue of the weighted block D^1/2 Theta[2:, 2:] D^1/2
+  of one sequence. Every position alone then takes the same step lr w_t c_t (0.34, 0.23, 0.14,
+  0.083 at L = 4, 8, 16, 32); with a1's single step 1 / (2 lambda_L) position 2 took 0.082, 0.025,
+  0.0059, 0.0012 and the last position 0.45 .. 0.19. The runs are a training sweep per (L, N):
+  ``experiments/a2_length_dependence.toml`` filled in (m, T, N, n_test, lr, weights, seeds), run
+  by ``rnn_ntk.sweep.run_sweep`` into ``<results>/a2_length_dependence/rnn/L<L>_N<N>/`` (one
+  resumable store per piece, seeds as lanes). Per-position relative test errors e_t(N) of the
+  centred model are recomputed from the stored initial and final W
+  (``rnn_ntk.reproduce.store_position_errors``, shared with A1).
 * Kernel arm (the infinite-width reference; no RNN trained): for each position t, kernel
   regression (ridge JITTER * mean diag) of y_t on the infinite-width NTK of the PREFIX x_1..x_t
   (readout 'last' on x[:, :t]; equal to the block Theta(t, t) of readout 'all' because the RNN is
@@ -45,18 +51,18 @@ Issue 15 changes (decided before the default run; the reasons)
 * The verdicts are symmetric in seed-bootstrap intervals (stats.verdict): A2.1 agrees only when
   the whole interval of the R^2 gap is >= 0, A2.2 only when every length's whole interval of the
   ratio is <= 2. The former rules compared point estimates (A2.1 with a 0.01 margin).
-* Not done (left for later, say so in the results): a step scaled per output position (the
-  engine's loss 'sum_from_2' has one step for all positions, set by the largest eigenvalue, which
-  grows with L, so early positions learn slowly at large L; per-position weights need an engine
-  change), and removing f0 from the RNN arm (A1 measured its cost; train.symmetric_params does not
-  give the Gaussian RNN's NTK for a full W, see a1's docstring). N beyond 2000 for the RNN arm is
-  in the 'large' scale (up to 16000).
+* The RNN arm's step is scaled per output position and f_0 is removed (both above; the engine
+  gained ``position_weights`` and ``center`` for it), and N reaches 8000 (4x the former 2000;
+  64000 at 'large'). Before, with one step for all positions and f_0 kept, no length reached
+  error 0.5 by N = 2000 (mean errors 0.57, 0.88, 1.05, 1.15 at L = 4..32: above 1 is f_0's
+  variance). Symmetric initialisation would also give f_0 = 0, but for a full W it does not give
+  the Gaussian RNN's NTK (a1's docstring), so the centred model is used.
 
 Cost: one RNN run of N = 2000 steps at T = 33 takes ~2.3 s at m = 128, 4.5 s at m = 256 on one
 core (float32, after a 6-11 s compilation); the kernel arm ~5 s CPU per position at n = 2048 with
-500 test sequences, ~1.5 s at n = 1024 (32 positions, 2 seeds: ~2 min CPU at default, an estimate from a quiet-ish
-box; the first default run had used 4.3 min CPU, still in the kernel arm, after 55 min wall at
-load 25-42, and was stopped).
+500 test sequences, ~1.5 s at n = 1024. The default scale of this design (N up to 8000) took 5.0
+min wall / 469 s CPU on the 2-core box before A2.3's width check (L = 4, N = 4000 at m = 64 and
+1024: ~1 min more).
 
 Agreement criteria (fixed before the default run)
 -------------------------------------------------
@@ -68,6 +74,18 @@ A2.2  uniform over positions, per arm, at the largest N: max_t e_t / mean_t e_t 
       length (``stats.at_most`` on each length's seed-bootstrap interval, combined). RNN arm: over
       the lengths where the RNN learned, mean_t e_t <= LEARNED = 0.9 (an RNN that has not learned
       is trivially uniform); 'inconclusive' if fewer than two lengths learned.
+A2.3  (extra; added after the first default run of this design, criterion set then from the
+      direction of a one-off diagnostic only) the RNN arm's first predicted position is limited by
+      the width: the log-log slope of its error e_2 against m over ``check_widths`` (L =
+      lengths[0], N = rnn_ns[-2], the same online SGD; seed bootstrap) is <= 0 (whole interval).
+      Why: the concept task's x_1 is one token for every sequence, so h_1 is the same for all of
+      them and W h_1 is a constant shift of the pre-activation at t = 2: with only W trained,
+      position 2 is fitted through the m gates 1[g_2 > 0] of the current token, a finite set of
+      features that the infinite-width kernel replaces by a continuum. The run showed e_2
+      plateauing (L = 4: 0.70, 0.62, 0.67 at N = 2000, 4000, 8000; with the step / 4 still 0.64,
+      so not SGD noise), and the one-off diagnostic at L = 4, N = 4000 gave e_2 = 0.85, 0.62, 0.30
+      at m = 64, 256, 1024 (4 seeds), while the kernel arm reaches 0.004 there by n = 128. This is
+      what keeps every N* of the RNN arm censored at m = 256 (A2.1 inconclusive).
 """
 from __future__ import annotations
 
@@ -111,23 +129,26 @@ class Setting(NamedTuple):
     rnn_ns: tuple[int, ...]      # RNN arm: samples N (one SGD pass, N steps)
     rnn_seeds: int
     rnn_n_test: int
+    check_widths: tuple[int, ...]   # A2.3: widths of the RNN at L = lengths[0], N = rnn_ns[-2]
 
 
 SETTINGS = {
     # ci: the smallest grid that runs every path
     "ci": Setting(lengths=(2, 3), ns=(4, 8), seeds=2, n_test=4,
-                  width=4, rnn_ns=(4, 8), rnn_seeds=2, rnn_n_test=4),
+                  width=4, rnn_ns=(4, 8), rnn_seeds=2, rnn_n_test=4, check_widths=(2, 4)),
     # default: n up to 1024 (the prefix kernels cost ~1.5 s CPU per position there, ~5 s at 2048;
     # chosen for a box at load 15-22 before the run)
     "default": Setting(lengths=(4, 8, 16, 32), ns=(16, 32, 64, 128, 256, 512, 1024),
-                       seeds=2, n_test=500, width=256, rnn_ns=(250, 500, 1000, 2000),
-                       rnn_seeds=4, rnn_n_test=200),
+                       seeds=2, n_test=500, width=256,
+                       rnn_ns=(250, 500, 1000, 2000, 4000, 8000), rnn_seeds=4, rnn_n_test=200,
+                       check_widths=(64, 256, 1024)),
     # large: one H200. Kernel arm: 64 prefix kernels of 16384 + 2000 sequences (float64, 2 GB
-    # each) per seed, ~20 min for 4 seeds; RNN arm: 5 x 6 sweeps of 8 lanes up to 16000 online
-    # steps at T = 65, m = 1024, ~30 min (estimates, not measured)
+    # each) per seed, ~20 min for 4 seeds; RNN arm: 5 x 8 sweeps of 8 lanes up to 64000 online
+    # steps at T = 65, m = 1024, ~1-2 h (estimates, not measured: no GPU was lent)
     "large": Setting(lengths=(4, 8, 16, 32, 64), ns=tuple(2 ** k for k in range(4, 15)),
-                     seeds=4, n_test=2000, width=1024, rnn_ns=(500, 1000, 2000, 4000, 8000, 16000),
-                     rnn_seeds=8, rnn_n_test=1000),
+                     seeds=4, n_test=2000, width=1024,
+                     rnn_ns=tuple(500 * 2 ** k for k in range(8)), rnn_seeds=8, rnn_n_test=1000,
+                     check_widths=(256, 1024, 4096)),
 }
 
 
@@ -288,11 +309,29 @@ def _kernel_piece(st: Setting) -> np.ndarray:
 # RNN arm
 
 
-def rnn_spec(st: Setting, L: int, N: int, lr: float) -> sweep.Spec:
-    """The sweep of one piece: the TOML template filled in for length L, N samples and step lr."""
+def position_steps(L: int, seed: int = 0, n: int = 8) -> tuple[np.ndarray, float]:
+    """(w (T,), lr): the step scaled per output position at T = L + 1, from the infinite-width NTK
+    blocks Theta_i = Theta(x_i, x_i)[2:, 2:] of n concept-task sequences (a1.position_blocks).
+
+    c_t = mean_i Theta_i(t, t) (the kernel's scale at position t, which grows with t);
+    w_t = mean(c) / c_t for t >= 2 and w_1 = 0 (the loss skips t = 1), so every position alone
+    would take the same step lr w_t c_t; lr = 1 / (2 lambda_w), lambda_w the mean over the
+    sequences of the top eigenvalue of D^1/2 Theta_i D^1/2, D = diag(w_2..w_T): one online SGD
+    step is stable for the weighted loss (the positions share W, so their kernels couple)."""
+    B = a1.position_blocks(seed, n, L + 1)
+    c = np.mean(np.diagonal(B, axis1=1, axis2=2), axis=0)
+    w = np.mean(c) / c
+    Bw = B * np.sqrt(w)[None, :, None] * np.sqrt(w)[None, None, :]
+    lam = np.mean([np.linalg.eigvalsh(b)[-1] for b in Bw])
+    return np.concatenate([[0.0], w]), float(1.0 / (2.0 * lam))
+
+
+def rnn_spec(st: Setting, L: int, N: int, lr: float, weights) -> sweep.Spec:
+    """The sweep of one piece: the TOML template filled in for length L, N samples, step lr and
+    per-position loss weights (T,)."""
     text = string.Template(SPEC_PATH.read_text()).substitute(
         width=st.width, length=L + 1, n=N, n_test=st.rnn_n_test, lr=repr(float(lr)),
-        seeds=st.rnn_seeds)
+        weights="[" + ", ".join(repr(float(w)) for w in weights) + "]", seeds=st.rnn_seeds)
     return sweep.parse_spec(text, str(SPEC_PATH))
 
 
@@ -302,22 +341,38 @@ def run(results_dir, scale: str = "default") -> None:
     want = settings(scale, st)
     lp = out / "lr.npz"
     if not is_done(lp, want):
-        lrs = [a1.ntk_lr(length=L + 1) for L in st.lengths]
-        save_piece(lp, want, lengths=np.asarray(st.lengths), lr_ntk=np.asarray(lrs))
+        steps = {L: position_steps(L) for L in st.lengths}
+        save_piece(lp, want, lengths=np.asarray(st.lengths),
+                   lr=np.asarray([steps[L][1] for L in st.lengths]),
+                   **{f"weights_L{L}": steps[L][0] for L in st.lengths})
     kp = out / "kernel.npz"
     if not is_done(kp, want):
         save_piece(kp, want, err=_kernel_piece(st), ns=np.asarray(st.ns))
     arr = load_piece(lp, want)[0]
-    lr = dict(zip(arr["lengths"].tolist(), arr["lr_ntk"].tolist()))
+    lr = dict(zip(arr["lengths"].tolist(), arr["lr"].tolist()))
     for L in st.lengths:
         for N in st.rnn_ns:
             p = out / f"rnn_L{L}_N{N}.npz"
             if is_done(p, want):
                 continue
             store_dir = out / "rnn" / f"L{L}_N{N}"
-            sweep_store(rnn_spec(st, L, N, lr[L]), store_dir)
+            sweep_store(rnn_spec(st, L, N, lr[L], arr[f"weights_L{L}"]), store_dir)
             res = store_position_errors(store_dir)
             save_piece(p, want, **{k: res[k] for k in ("err", "test_loss", "diverged")})
+    L, N = _check_point(st)
+    for m in st.check_widths:
+        p = out / f"rnn_L{L}_N{N}_m{m}.npz"
+        if m == st.width or is_done(p, want):
+            continue
+        store_dir = out / "rnn" / f"L{L}_N{N}_m{m}"
+        sweep_store(rnn_spec(st._replace(width=m), L, N, lr[L], arr[f"weights_L{L}"]), store_dir)
+        res = store_position_errors(store_dir)
+        save_piece(p, want, **{k: res[k] for k in ("err", "test_loss", "diverged")})
+
+
+def _check_point(st: Setting) -> tuple[int, int]:
+    """(L, N) of A2.3's width check: the shortest length at the grid's second-largest N."""
+    return st.lengths[0], st.rnn_ns[-2]
 
 
 def _load(results_dir):
@@ -331,9 +386,14 @@ def _load(results_dir):
     pieces = {L: [load_piece(out / f"rnn_L{L}_N{N}.npz", want)[0] for N in st.rnn_ns]
               for L in st.lengths}
     rnn = {L: np.stack([p["err"] for p in pieces[L]], axis=1) for L in st.lengths}  # (S, N, L)
+    L, N = _check_point(st)
+    check = [pieces[L][st.rnn_ns.index(N)] if m == st.width else
+             load_piece(out / f"rnn_L{L}_N{N}_m{m}.npz", want)[0] for m in st.check_widths]
     n_div = sum(int(p["diverged"].sum()) for L in st.lengths for p in pieces[L])
-    lr = dict(zip(arr["lengths"].tolist(), arr["lr_ntk"].tolist()))
-    return st, kern, rnn, n_div, lr
+    n_div += sum(int(p["diverged"].sum()) for p in check)
+    lr = dict(zip(arr["lengths"].tolist(), arr["lr"].tolist()))
+    width_err = np.stack([p["err"] for p in check], axis=1)          # (S, widths, L)
+    return st, kern, rnn, n_div, lr, width_err
 
 
 def _arms(st, kern, rnn):
@@ -346,7 +406,7 @@ def _arms(st, kern, rnn):
 
 
 def figures(results_dir, fig_dir) -> list[Path]:
-    st, kern, rnn, _, _ = _load(results_dir)
+    st, kern, rnn, _, _, _ = _load(results_dir)
     arms = _arms(st, kern, rnn)
     fig, ax = plots.new_figure(3, width=3.7, height=3.1)
     cols = plots.width_colors(len(st.lengths))
@@ -408,7 +468,7 @@ def figures(results_dir, fig_dir) -> list[Path]:
 
 
 def claims(results_dir) -> list[Claim]:
-    st, kern, rnn, n_div, lr = _load(results_dir)
+    st, kern, rnn, n_div, lr, width_err = _load(results_dir)
     arms = _arms(st, kern, rnn)
     out = []
     for name, what in (("kernel", f"infinite-width NTK regression per position (prefix kernels), "
@@ -429,8 +489,9 @@ def claims(results_dir) -> list[Claim]:
                     "not extrapolated)")
         crit = "R2(log-log) - R2(log-linear) >= 0 (whole interval); no N* censored"
         if name == "RNN":
-            val += ("; lr_ntk = " + ", ".join(f"{lr[L]:.2g}" for L in st.lengths)
-                    + f"; {n_div} diverged runs")
+            val += ("; lr = " + ", ".join(f"{lr[L]:.2g}" for L in st.lengths)
+                    + f" (per-position weights w_t ~ 1 / Theta_tt, centred f - f_0); {n_div} "
+                    "diverged runs")
         out.append(Claim(NAME, f"samples needed grow polynomially (not exponentially) in L "
                          f"({what})", f"N*(L) = max_t N_t to reach error {E_STAR} (interpolated "
                          f"on the grid), L in {list(st.lengths)}", val, crit, v))
@@ -445,4 +506,22 @@ def claims(results_dir) -> list[Claim]:
         out.append(Claim(NAME, f"error roughly uniform over output positions ({what})",
                          f"max_t e_t / mean_t e_t at N={int(ns[-1])}", val, crit,
                          uniformity_verdict(us, means, learned)))
+    out.append(_width_claim(st, width_err))
     return out
+
+
+def _width_claim(st: Setting, width_err) -> Claim:
+    """A2.3 (extra): the first predicted position's error against the width (S, widths, L)."""
+    L, N = _check_point(st)
+    e2 = width_err[:, :, 0]                                          # position t = 2
+    fit = stats.fit_power_law(st.check_widths, e2)
+    val = (f"slope {fmt_interval(fit.slope, fit.ci95)}; e_2 = " + ", ".join(
+        f"{v:.2f} (m={m})" for m, v in zip(st.check_widths, e2.mean(0)))
+        + "; max_t e_t = " + ", ".join(f"{v:.2f}" for v in width_err.mean(0).max(1)))
+    return Claim(NAME, f"the trained RNN's first predicted position is limited by the width, not "
+                 f"by N: x_1 is one token for every sequence, so W h_1 is a constant shift at t = 2 "
+                 f"and W-only training acts there through m gate features (L={L}, N={N}, online "
+                 f"SGD as above; this row was added after the first run of this design)",
+                 "log-log slope of the error at t = 2 against m (95% seed "
+                 "bootstrap)", val, "<= 0 (whole interval)", stats.at_most(fit.slope, fit.ci95, 0.0),
+                 role="extra")

@@ -205,7 +205,8 @@ def store_position_errors(store_dir: str | Path) -> dict[str, np.ndarray]:
     (``tasks.sample_task`` from fold_in(run key, 1)); it does not depend on n_train, so it is drawn
     with n_train = 1. Parameters of runs packed at a larger array width are stored NaN-padded
     (the padding is exact zeros in the engine) and evaluated at the array width with the run's
-    true width in the scales, as the engine does."""
+    true width in the scales, as the engine does. A centred run (``[train] center``) is
+    evaluated as it was trained: f(final) - f(init), from the stored initial parameters."""
     import jax
     import jax.numpy as jnp
 
@@ -225,11 +226,15 @@ def store_position_errors(store_dir: str | Path) -> dict[str, np.ndarray]:
         data = tasks.sample_task(tc, jax.random.fold_in(train.run_key(r.seed, r.key_coords), 1),
                                  thp, dtype=cfg.jnp_dtype)
         cell = ds.sel({a.name: c for a, c in zip(spec.axes, r.coords)})
-        params = {g: jnp.asarray(np.nan_to_num(cell[f"final_{g}"].values, nan=0.0),
-                                 cfg.jnp_dtype) for g in model.GROUPS}
+        def stored(which):
+            return {g: jnp.asarray(np.nan_to_num(cell[f"{which}_{g}"].values, nan=0.0),
+                                   cfg.jnp_dtype) for g in model.GROUPS}
+
         m = cfg.model
         sc = model.Scales(m.sigma_w, m.sigma_u, m.sigma_b, m.sigma_v, float(r.width))
-        pred = apply(m, params, data.x_test, scales=sc)[..., 0]
+        pred = apply(m, stored("final"), data.x_test, scales=sc)[..., 0]
+        if cfg.center:
+            pred = pred - apply(m, stored("init"), data.x_test, scales=sc)[..., 0]
         out["err"].append(relative_error(pred, data.y_test[..., 0]))
         out["width"].append(r.width)
         out["seed"].append(r.seed)

@@ -23,6 +23,12 @@ Losses, with residual r = f(x) - y:
   'sum_from_2': (1/2) sum_i sum_{t >= 2} ||r_{i,t}||^2 (target 'all'), the loss of Allen-Zhu, Li &
                 Song, summed over the examples of the batch, so that their GD step size converts
                 with :func:`rnn_ntk.model.paper_lr_to_ntk`.
+``position_weights`` (target 'all'; one weight w_t >= 0 per position) multiply each position's
+squared residual in either loss, e.g. a step scaled per output position (w_t ~ 1 / the NTK's
+diagonal at position t). ``center``: the centred model f(theta; x) - f(theta_0; x) (the initial
+output removed, as in Chizat, Oyallon & Bach 2019) is trained and recorded, implemented exactly as
+the network fitting the shifted targets y + f(theta_0; x) (train and test sets; the linearised
+model likewise); gap records and the ||y|| normalisers are those of the task's own targets.
 A minibatch of size b draws a fresh permutation of the n training examples each epoch and walks it
 in ceil(n / b) batches; when b does not divide n the last batch of an epoch holds the n mod b
 remaining examples (padded to b with weight-0 entries), so every example is visited exactly once
@@ -64,8 +70,8 @@ import optax
 
 from rnn_ntk import schema, tasks
 from rnn_ntk.linearize import linearize
-from rnn_ntk.model import (GROUPS, ConfigError, Params, RNNConfig, Scales, forward, init_params,
-                           readout)
+from rnn_ntk.model import (GROUPS, ConfigError, Params, RNNConfig, Scales, apply, forward,
+                           init_params, readout)
 from rnn_ntk.precision import MATMUL_PRECISIONS, highest_precision, with_matmul_precision
 from rnn_ntk.sweep.cost import run_bytes
 
@@ -88,6 +94,21 @@ MODEL_HPARAMS = ("lr", "momentum", "sigma_w", "sigma_u", "sigma_b", "sigma_v", "
 DEFAULT_LR = 0.1
 DEFAULT_MOMENTUM = 0.9
 ADAM_B2 = 0.999
+
+
+def _position_weights(v: Any) -> tuple[float, ...] | None:
+    """None (every position weight 1), or a non-empty list of finite weights >= 0, not all 0."""
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple, np.ndarray)):
+        raise schema.Invalid(f"must be a list of per-position weights, got {v!r}")
+    if not all(isinstance(w, (int, float, np.integer, np.floating)) and not isinstance(w, bool)
+               for w in v):
+        raise schema.Invalid(f"must be a list of numbers, got {list(v)!r}")
+    w = tuple(float(x) for x in v)
+    if not w or not all(math.isfinite(x) and x >= 0 for x in w) or not any(x > 0 for x in w):
+        raise schema.Invalid(f"must be finite weights >= 0, not all 0, got {list(w)}")
+    return w
 
 
 def _instance(cls: type, what: str) -> schema.Check:
@@ -121,7 +142,9 @@ class TrainConfig:
     kernel-drift metric is always 'highest'.  checkpoint_every: K > 0 runs a checkpointed run
     (``train_many(..., checkpoint=...)``) as segments of ceil(K / log_every) logs, saving the lane
     states between segments (:func:`segment_logs`); 0 (the default), or K >= steps, is one
-    program. The records never depend on it.
+    program. The records never depend on it.  position_weights: None, or one weight per
+    position (length task.length, target 'all') multiplying that position's squared residuals in
+    the loss.  center: train the centred model f(theta) - f(theta_0) (see the module docstring).
     Fields are declared once with their checks (``schema.fields_of(TrainConfig)``); the traced
     hyper-parameters of a run are :func:`hparam_fields`.
     """
@@ -150,6 +173,11 @@ class TrainConfig:
     checkpoint_every: int = schema.field(0, check=schema.integer(0),
                                          doc="steps between mid-run checkpoints of a sweep chunk "
                                              "(0 = off); never changes the records")
+    position_weights: tuple[float, ...] | None = schema.field(
+        None, check=_position_weights, sequence=True,
+        doc="per-position loss weights (target 'all'), None = all 1")
+    center: bool = schema.field(False, check=schema.boolean(),
+                                doc="train the centred model f(theta) - f(theta_0)")
 
     def __post_init__(self) -> None:
         schema.check_config(self)
@@ -171,6 +199,11 @@ class TrainConfig:
                               f"({t.n_train}), or None for full-batch GD")
         if self.loss == "sum_from_2" and (t.target != "all" or t.length < 2):
             raise ConfigError("loss 'sum_from_2' needs task target 'all' and length >= 2")
+        if self.position_weights is not None and (t.target != "all"
+                                                  or len(self.position_weights) != t.length):
+            raise ConfigError(f"position_weights: needs task target 'all' and one weight per "
+                              f"position ({t.length}), got {len(self.position_weights)} weights "
+                              f"with target {t.target!r}")
         if self.array_width is not None and self.array_width < m.width:
             raise ConfigError(f"array_width: must be >= model.width ({m.width}), got "
                               f"{self.array_width}")
@@ -410,8 +443,11 @@ def batch_indices(cfg: TrainConfig, shuffle_key: Array, step: Any) -> tuple[Arra
 
 def loss_value(cfg: TrainConfig, pred: Array, y: Array, weight_N: Array | None = None) -> Array:
     """The training loss of predictions ``pred`` against ``y`` (see the module docstring);
-    ``weight_N`` (n,) weights examples (minibatch padding), None = all weight 1."""
+    ``weight_N`` (n,) weights examples (minibatch padding), None = all weight 1;
+    ``cfg.position_weights`` weight positions."""
     r2 = jnp.square(pred - y)
+    if cfg.position_weights is not None:                      # (n, T, k) * (1, T, 1)
+        r2 = r2 * jnp.asarray(cfg.position_weights, r2.dtype)[None, :, None]
     if cfg.loss == "sum_from_2":
         per_ex = 0.5 * jnp.sum(r2[:, 1:], axis=tuple(range(1, r2.ndim)))
         return jnp.sum(per_ex) if weight_N is None else jnp.sum(weight_N * per_ex)
@@ -492,7 +528,7 @@ class RunContext:
     hparams; closed over by the step and the evaluation, never passed through a transformation).
 
     params0: initial parameters {'W','U','b','v'} (array width M); theta0 / frozen: its trainable
-    and frozen groups.  data: tasks.Data.  scales: Scales.  shuffle_key: minibatch order key.
+    and frozen groups.  data: tasks.Data (cfg.center: targets + f(theta_0; x)).  scales: Scales.  shuffle_key: minibatch order key.
     opt: the optax optimiser.  radius: projection radius proj_radius / sqrt(width).  f_lin: the
     linearised model (None unless cfg.linearized).  pattern0: (n, T, M) initial activation
     pattern on the training set; n_pattern: entries of it at the true width.  y_train_norm /
@@ -551,6 +587,10 @@ def run_context(cfg: TrainConfig, key: Array, hparams: dict[str, Any], data: Any
     pattern0 = forward(cfg.model, params0, data.x_train, scales=scales)[1] > 0
     n_pattern = jnp.asarray(n * T, cfg.jnp_dtype) * hp["width"]
     y_train_norm, y_test_norm = _norm(data.y_train), _norm(data.y_test)
+    if cfg.center:              # f - f_0 fits y  <=>  f fits y + f_0 (same residuals)
+        f0 = functools.partial(apply, cfg.model, params0, scales=scales)
+        data = tasks.Data(data.x_train, data.y_train + f0(data.x_train), data.x_test,
+                          data.y_test + f0(data.x_test))
     probe = {}
     if cfg.kernel_stride:
         x_probe = data.x_test[:cfg.n_probe]

@@ -14,7 +14,7 @@ from rnn_ntk.linearize import linearize
 from rnn_ntk.model import ConfigError
 from rnn_ntk.train import (ModelState, RunState, TrainConfig, batch_indices, default_hparams,
                            make_train, record_names, setup_run)
-from train_helpers import (CFG_ADAM, CFG_F32, CFG_LIN, CFG_MB, CFG_MEM, CFG_SYM,
+from train_helpers import (CFG_ADAM, CFG_F32, CFG_LIN, CFG_MB, CFG_MEM, CFG_POS, CFG_SYM,
                            _assert_records_close, _assert_records_equal, _cfg, _jit_train, _np,
                            _ref_loss, _ref_trajectory)
 
@@ -82,6 +82,55 @@ def test_minibatch_sgd_epochs_and_sum_from_2_loss():
     np.testing.assert_allclose(out["lin_train_loss"], out["train_loss"], rtol=1e-12)
     np.testing.assert_allclose(out["lin_dtheta_v"], out["dtheta_v"], rtol=1e-12)
     assert out["dtheta_v"][-1] > 0.01
+
+
+def test_position_weights_and_centred_model():
+    """Per-position loss weights and the centred model f - f_0 against the direct loop, a loss
+    written out by hand, and the linearised model's own centred loss."""
+    cfg = CFG_POS
+    k, hp = jax.random.key(6), {"lr": 0.05}
+    out = _jit_train(cfg)(k, hp)
+    losses, p_ref, setup = _ref_trajectory(cfg, k, hp)
+    np.testing.assert_allclose(out["train_loss"], losses[::3], rtol=1e-11)
+    for g in model.GROUPS:
+        np.testing.assert_allclose(out["final_params"][g], p_ref[g], rtol=1e-10, atol=1e-12)
+    assert losses[-1] < 0.95 * losses[0]
+    d, sc, p0 = setup.data, setup.scales, setup.params0
+    w = cfg.position_weights
+    y = np.asarray(d.y_train)
+    # step 0: the centred model is 0, so the loss is the weighted targets' alone
+    np.testing.assert_allclose(out["train_loss"][0], sum(
+        0.5 * w[t] * np.sum(y[i, t] ** 2) for i in range(y.shape[0]) for t in range(1, y.shape[1])),
+        rtol=1e-12)
+    # the end, by hand: the trained net minus the initial one, weighted per position
+    yt = np.asarray(d.y_test)
+    f = np.asarray(model.apply(cfg.model, p_ref, d.x_test, scales=sc))
+    f0 = np.asarray(model.apply(cfg.model, p0, d.x_test, scales=sc))
+    assert np.abs(f0).max() > 0.1                     # f_0 is not small: centring matters
+    by_hand = sum(0.5 * w[t] * np.sum((f[i, t] - f0[i, t] - yt[i, t]) ** 2)
+                  for i in range(yt.shape[0]) for t in range(1, yt.shape[1]))
+    np.testing.assert_allclose(out["test_loss"][-1], by_hand, rtol=1e-10)
+    # the linearised model fits the same centred targets: at step 0 its loss equals the net's;
+    # the gap records compare raw outputs (f_net - f_lin, unchanged by centring)
+    np.testing.assert_allclose(out["lin_train_loss"][0], out["train_loss"][0], rtol=1e-13)
+    f_lin = linearize(cfg.model, p0, scales=sc)
+    gap = np.linalg.norm(np.asarray(model.apply(cfg.model, p_ref, d.x_train, scales=sc))
+                         - np.asarray(f_lin(out["lin_final_params"], d.x_train)))
+    np.testing.assert_allclose(out["gap_train"][-1], gap, rtol=1e-9)
+    np.testing.assert_allclose(out["gap_train_rel"][-1], gap / np.linalg.norm(y), rtol=1e-9)
+
+
+@pytest.mark.parametrize("base, changes, match", [
+    (CFG_MB, dict(position_weights=(1.0, 2.0)), r"one weight per position \(3\), got 2"),
+    (CFG_ADAM, dict(position_weights=(1.0, 1.0, 1.0)), "needs task target 'all'"),
+    (CFG_MB, dict(position_weights=(1.0, -1.0, 1.0)), "position_weights: must be finite weights >= 0"),
+    (CFG_MB, dict(position_weights=(0.0, 0.0, 0.0)), "not all 0"),
+    (CFG_MB, dict(position_weights="abc"), "position_weights: must be a list"),
+    (CFG_MB, dict(center=1), "center: must be true or false"),
+])
+def test_position_weights_and_center_checks(base, changes, match):
+    with pytest.raises(ConfigError, match=match):
+        base.replace(**changes)
 
 
 def test_gd_memorises_random_labels_training_only_W():

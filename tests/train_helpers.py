@@ -118,10 +118,16 @@ def _jit_train(cfg):
     return lambda key, hp: f(key, {**default_hparams(cfg), **{k: float(v) for k, v in hp.items()}})
 
 
-def _ref_loss(cfg, params, x, y, scales, w=None):
-    """Independent loss: mean of squared residuals, or 1/2 sum over positions >= 2."""
+def _ref_loss(cfg, params, x, y, scales, w=None, params0=None):
+    """Independent loss: mean of squared residuals, or 1/2 sum over positions >= 2; each
+    position's squared residuals times cfg.position_weights; with cfg.center the prediction is
+    f(params) - f(params0)."""
     pred = model.apply(cfg.model, params, x, scales=scales)
+    if cfg.center:
+        pred = pred - model.apply(cfg.model, params0, x, scales=scales)
     r2 = (pred - y) ** 2
+    if cfg.position_weights is not None:
+        r2 = r2 * jnp.asarray(cfg.position_weights).reshape(1, -1, 1)
     if cfg.loss == "sum_from_2":
         per = 0.5 * jnp.sum(r2[:, 1:], axis=(1, 2))
         return jnp.sum(per if w is None else w * per)
@@ -142,7 +148,7 @@ def _ref_trajectory(cfg, key, hp):
 
     @jax.jit
     def loss_of(theta, xb, yb, w):
-        return _ref_loss(cfg, {**p0, **theta}, xb, yb, sc, w)
+        return _ref_loss(cfg, {**p0, **theta}, xb, yb, sc, w, params0=p0)
 
     grad = jax.jit(jax.grad(loss_of))
     theta = {g: p0[g] for g in tr}
@@ -184,6 +190,11 @@ CFG_F32 = _cfg(dtype="float32", sigma_b=0.3, batch_size=4, optimizer="momentum",
 # only v trained, so the net is linear in its parameters and equals its linearisation
 CFG_MB = _cfg(n=10, batch_size=4, steps=9, log_every=3, target="all", loss="sum_from_2",
               activation="identity", trainable=("v",), linearized=True, save_params=True)
+# the A2 setting: online-style minibatch SGD on the papers' loss with per-position weights, the
+# centred model f - f_0 and its linearisation (tanh, W and v trained)
+CFG_POS = _cfg(T=4, n=7, batch_size=2, steps=6, log_every=3, target="all", loss="sum_from_2",
+               activation="tanh", sigma_b=0.4, trainable=("W", "v"), position_weights=(0.0, 2.0, 0.5, 1.5),
+               center=True, linearized=True, save_params=True)
 # a wide net, only W trained
 CFG_MEM = _cfg(width=256, T=4, n=8, steps=400, log_every=400, trainable=("W",), dtype="float32",
                save_params=True)

@@ -102,16 +102,32 @@ def test_prefix_position_errors_match_the_full_kernel_blocks():
             assert got[j, t - 1] == pytest.approx(want, rel=1e-6)
 
 
+def test_position_steps_equalise_the_per_position_step_and_are_stable():
+    L = 3
+    w, lr = a2.position_steps(L, n=4)
+    B = a1.position_blocks(0, 4, L + 1)                         # (4, L, L)
+    assert w.shape == (L + 1,) and w[0] == 0.0 and np.all(w[1:] > 0)
+    c = np.array([np.mean([b[t, t] for b in B]) for t in range(L)])
+    assert c[-1] > 1.5 * c[0]                                    # the kernel grows with t
+    step = lr * w[1:] * c                                        # each position alone
+    np.testing.assert_allclose(step, step[0], rtol=1e-12)
+    # stability of the weighted loss: lr * mean top eigenvalue of diag(w) Theta (the same
+    # spectrum as the symmetric D^1/2 Theta D^1/2), from the non-symmetric product
+    lam = np.mean([np.max(np.linalg.eigvals(np.diag(w[1:]) @ b).real) for b in B])
+    assert lr * lam == pytest.approx(0.5, rel=1e-10)
+
+
 def test_spec_resolves_to_a1_setup():
     st = a2.SETTINGS["default"]
-    spec = a2.rnn_spec(st, 16, 500, 0.0123)
+    w = np.linspace(0.0, 2.0, 17)
+    spec = a2.rnn_spec(st, 16, 500, 0.0123, w)
     runs = sweep.expand_runs(spec)
     assert [r.seed for r in runs] == list(range(st.rnn_seeds))
     cfg = sweep.build_config(spec, runs[0].static, runs[0].width)
     want = train.TrainConfig(model=a1.model_config(st.width),
                              task=a2.task_config(500, st.rnn_n_test, 16), steps=500,
                              log_every=500, batch_size=1, loss="sum_from_2", init="gaussian",
-                             save_params=True)
+                             save_params=True, position_weights=tuple(w), center=True)
     assert cfg == want
     assert spec.fixed["train"]["lr"] == 0.0123 and spec.fixed["task"]["eps_x"] == a1.EPS_X
 
@@ -122,16 +138,19 @@ def test_end_to_end_ci(ci_results, rerun_changes_nothing, tmp_path):
     figs = a2.figures(res, tmp_path / "fig")
     assert figs and all(p.exists() for p in figs)
     cl = a2.claims(res)
-    assert len(cl) == 4 and all(c.verdict in VERDICTS for c in cl)
+    assert len(cl) == 5 and all(c.verdict in VERDICTS for c in cl)
+    assert cl[-1].role == "extra" and "m=2" in cl[-1].value      # the width check ran
     # the per-position errors recomputed from the stored W reproduce the engine's own test loss
     # (1/2) sum_i sum_{t>=2} r^2 (test data regenerated here from the run key, fold_in(key, 1))
     st = a2.SETTINGS["ci"]
     L, N = st.lengths[-1], st.rnn_ns[-1]
     piece = load_arrays(res / a2.NAME / f"rnn_L{L}_N{N}.npz")[0]
     assert piece["err"].shape == (st.rnn_seeds, L) and not piece["diverged"].any()
+    # ... with the centred model's errors and the per-position weights of the run's spec
     tc = a2.task_config(N, st.rnn_n_test, L)
+    w = load_arrays(res / a2.NAME / "lr.npz")[0][f"weights_L{L}"]
     for s in range(st.rnn_seeds):
         data = tasks.sample_task(tc, jax.random.fold_in(jax.random.key(s), 1), {"eps_x": a1.EPS_X})
         var = np.var(np.asarray(data.y_test, np.float64)[:, 1:, 0], axis=0)
-        loss = 0.5 * st.rnn_n_test * np.sum(piece["err"][s] * var)
+        loss = 0.5 * st.rnn_n_test * np.sum(w[1:] * piece["err"][s] * var)
         assert loss == pytest.approx(float(piece["test_loss"][s]), rel=1e-4)

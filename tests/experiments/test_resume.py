@@ -72,14 +72,16 @@ def test_a1_stale_piece_of_the_same_name_is_not_read(tmp_path, stub_a1, monkeypa
 
 @pytest.fixture
 def stub_a2(monkeypatch):
-    monkeypatch.setattr(a2.a1, "ntk_lr", lambda *a, length=6, **k: 1.0 / length)
+    monkeypatch.setattr(a2, "position_steps", lambda L, **k: (np.ones(L + 1), 1.0 / (L + 1)))
     monkeypatch.setattr(a2, "_kernel_piece", lambda st: np.full(
         (st.seeds, len(st.ns), max(st.lengths)), TAG[_scale_of(st, a2.SETTINGS)]))
     monkeypatch.setattr(sweep, "run_sweep", lambda spec, out, **k: None)
     seen = {}
 
-    def spec(st, L, N, lr):
-        seen["st"], seen["L"] = st, L
+    def spec(st, L, N, lr, weights):
+        # the width check's pieces run the scale's setting at another width
+        seen["st"] = next(v for v in a2.SETTINGS.values() if v._replace(width=st.width) == st)
+        seen["L"] = L
         return None
 
     def errors(store_dir):
@@ -101,13 +103,16 @@ def test_a2_rerun_with_other_settings_recomputes(tmp_path, stub_a2, monkeypatch,
     res = tmp_path / "res"
     a2.run(res, "ci")
     a2.run(res, "default")
-    st, kern, rnn, n_div, lr = a2._load(res)
+    st, kern, rnn, n_div, lr, width_err = a2._load(res)
     d = a2.SETTINGS["default"]
     assert st == d
     for L in d.lengths:
         assert kern[L].shape == (d.seeds, len(d.ns), L) and np.all(kern[L] == TAG["default"])
         assert rnn[L].shape == (d.rnn_seeds, len(d.rnn_ns), L) and np.all(rnn[L] == TAG["default"])
         assert lr[L] == pytest.approx(1.0 / (L + 1))
+    L0 = d.lengths[0]
+    assert width_err.shape == (d.rnn_seeds, len(d.check_widths), L0)
+    assert np.all(width_err == TAG["default"])
 
 
 @pytest.fixture
