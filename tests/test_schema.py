@@ -154,6 +154,9 @@ BAD_SPEC_VALUES = [
     ("train", "momentum", "-0.1", -0.1),
     ("train", "proj_radius", "0.0", 0.0),
     ("train", "proj_radius", "nan", math.nan),
+    ("train", "position_weights", "[1.0, -1.0, 1.0, 1.0]", [1.0, -1.0, 1.0, 1.0]),
+    ("train", "position_weights", '"all"', "all"),
+    ("train", "center", "1", 1),
     ("train", "lrr", "0.1", 0.1),
 ]
 
@@ -251,6 +254,9 @@ SETTABLE = [
     ("train", "n_probe", "8", 8, {}),
     ("train", "matmul_precision", '"default"', "default", {}),
     ("train", "checkpoint_every", "3", 3, {}),
+    ("train", "position_weights", "[0.0, 1.0, 2.5, 0.5]", (0.0, 1.0, 2.5, 0.5),
+     {"model": {"readout": '"all"'}, "task": {"target": '"all"'}}),
+    ("train", "center", "true", True, {}),
     ("train", "lr", "0.3", 0.3, {}),
     ("train", "momentum", "0.5", 0.5, {}),
     ("train", "proj_radius", "2.0", 2.0, {}),

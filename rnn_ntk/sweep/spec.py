@@ -195,9 +195,12 @@ def _checked(checks: Sequence[tuple[Field, str]], v: Any, where: str, problems: 
 
 
 def coord_value(v: Any) -> Any:
-    """The store coordinate of an axis value: tuples (trainable) joined, None -> 'full'."""
-    if isinstance(v, tuple):
+    """The store coordinate of an axis value: tuples of names (trainable) joined, tuples of
+    numbers (position_weights) as "w1,w2,...", None -> 'full'."""
+    if isinstance(v, tuple) and all(isinstance(s, str) for s in v):
         return "".join(v) if all(len(s) == 1 for s in v) else "+".join(v)
+    if isinstance(v, tuple):
+        return ",".join(repr(float(s)) for s in v)
     if v is None:
         return "full"
     return v
