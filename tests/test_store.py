@@ -289,7 +289,7 @@ def test_shards_create_the_header_and_record_race_free(tmp_path):
         header = dict(_header(), created=f"by {i}")
         rec = {"count": 4, "spec_hash": store.spec_hash(SPEC), "chunks": [{"by": i}]}
         if i == n - 1:
-            header = _header(dict(SPEC, extra={"x": 1}))       # one with another spec
+            header = dict(_header(dict(SPEC, extra={"x": 1})), created=f"by {i}")  # other spec
             rec = dict(rec, count=5)
         barrier.wait()
         try:
@@ -311,6 +311,7 @@ def test_shards_create_the_header_and_record_race_free(tmp_path):
         assert ok[0][1] == json.loads((out / store.SHARDS).read_text())["chunks"][0]["by"]
     else:                          # the odd one won: every other shard is refused
         assert all(isinstance(e, store.StoreConflict) for e in errors[:-1])
+        assert results[-1] is not None and results[-1][0] == made["created"] == f"by {n - 1}"
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
     # N differing from the store's, and a shard that already wrote chunks without --resume
     if made["spec"] == SPEC:
