@@ -89,6 +89,14 @@ D1.3  (claim) the kernel's uniform closeness on the n training inputs needs a wi
       most like log n: exponent of A(n) ~ n^p at most log n's exponent (0.162 for 100..3200) +
       LOG_TOL.
 D1.4  (control) D(m, n_max) ~ m^-1/2: log-log slope against m_eff in [-0.6, -0.4] (two-sided).
+D1.5, D1.6 (extra; added in a later session, after D1.3/D1.4 came out inconclusive, with their
+      criteria copied unchanged before this variant ran) D1.3 and D1.4 again for units whose
+      diagonal recurrent weights are bounded, w_i ~ U[-sqrt 3, sqrt 3] (unit variance like the
+      engine's N(0, 1), but every |s_w w_i| <= 0.87 < 1: the paper's Lipschitz assumption holds
+      for every unit; :func:`unit_params`, piece ``kernel_bounded.npz``). They test the stated
+      cause of D1.3's faster-than-log growth: with N(0, 1) weights ~5% of the units sit above the
+      cutoff, and their heavy-tailed per-unit kernel terms set the sup over inputs. The training
+      runs keep the engine's Gaussian init (the teacher and the students share it).
 """
 from __future__ import annotations
 
@@ -113,6 +121,7 @@ DELTA = 0.01
 LOG_TOL = 0.1
 N_BOOT = 1000
 KERNEL_SEED = 2024
+W_INITS = ("gaussian", "bounded")     # the kernel arm's laws of the diagonal recurrent weights
 
 # scale -> overrides of the spec (None: the spec as written is the default scale)
 SCALES: dict[str, dict[str, Any]] = {
@@ -393,18 +402,37 @@ def teacher_bounds(spec: sweep.Spec) -> dict[str, np.ndarray]:
     return {"seed": seeds, "c": np.asarray(c), "B": np.asarray(B)}
 
 
-def _kernel_path(results_dir: str | Path) -> Path:
-    return Path(results_dir) / NAME / "kernel.npz"
+def _kernel_path(results_dir: str | Path, w_init: str = "gaussian") -> Path:
+    return Path(results_dir) / NAME / ("kernel.npz" if w_init == "gaussian" else
+                                       f"kernel_{w_init}.npz")
 
 
-def kernel_piece(spec: sweep.Spec, ks: KernelSetting) -> dict[str, np.ndarray]:
-    """D(m, n) per seed (S, M, N) for the spec's model and input law: per seed, ``units`` fresh
-    units (the engine's N(0, 1) init, without the symmetric pairing: c_i = +-1) and n_max fresh
-    input sequences of the task."""
+def unit_params(mcfg: Any, key: Any, w_init: str = "gaussian") -> dict[str, Any]:
+    """The kernel arm's units (float64): the engine's N(0, 1) init (``init_params`` from
+    fold_in(key, 0)); ``w_init='bounded'`` replaces the diagonal recurrent weights by
+    w_i ~ U[-sqrt 3, sqrt 3] from fold_in(key, 2) (unit variance like N(0, 1), but every unit's
+    recurrent coefficient |s_w w_i| <= sqrt(3) s_w: below the Lipschitz cutoff for s_w < 0.577)."""
     import jax
     import jax.numpy as jnp
 
     from rnn_ntk import model
+
+    if w_init not in W_INITS:
+        raise ValueError(f"w_init must be one of {list(W_INITS)}, got {w_init!r}")
+    params = model.init_params(mcfg, jax.random.fold_in(key, 0), jnp.float64)
+    if w_init == "bounded":
+        params["W"] = math.sqrt(3.0) * jax.random.uniform(
+            jax.random.fold_in(key, 2), params["W"].shape, jnp.float64, -1.0, 1.0)
+    return params
+
+
+def kernel_piece(spec: sweep.Spec, ks: KernelSetting, w_init: str = "gaussian"
+                 ) -> dict[str, np.ndarray]:
+    """D(m, n) per seed (S, M, N) for the spec's model and input law: per seed, ``units`` fresh
+    units (:func:`unit_params`: the engine's N(0, 1) init, or bounded recurrent weights; without
+    the symmetric pairing: c_i = +-1) and n_max fresh input sequences of the task."""
+    import jax
+    import jax.numpy as jnp
 
     n0 = spec.axis("n_train").values[0]
     cfg = sweep.build_config(spec, [("task", "n_train", n0)], ks.units)
@@ -418,7 +446,7 @@ def kernel_piece(spec: sweep.Spec, ks: KernelSetting) -> dict[str, np.ndarray]:
     scale = np.empty(ks.seeds)
     for s in range(ks.seeds):
         key = jax.random.fold_in(jax.random.key(KERNEL_SEED), s)
-        params = model.init_params(mcfg, jax.random.fold_in(key, 0), jnp.float64)
+        params = unit_params(mcfg, key, w_init)
         x = tasks.sample_inputs(cfg.task, jax.random.fold_in(key, 1), n_max, thp,
                                 dtype=jnp.float64)
         b = min(ks.batch, n_max)
@@ -448,14 +476,16 @@ def run_kernel(results_dir: str | Path, scale: str = "default") -> None:
     another process at the same time)."""
     spec = spec_for(scale)
     ks = KERNEL_SETTINGS[check_scale(scale)]
-    kpath = _kernel_path(results_dir)
     # the kernel depends on the model and the input law, not on the sweep's widths, n or steps
     kwant = settings(scale, ks, model=spec.fixed["model"], task=spec.fixed["task"],
                      seed=KERNEL_SEED)
-    if not is_done(kpath, kwant):
-        import jax
-        with jax.enable_x64(True):
-            save_piece(kpath, kwant, **kernel_piece(spec, ks))
+    for w_init in W_INITS:
+        kpath = _kernel_path(results_dir, w_init)
+        want = kwant if w_init == "gaussian" else {**kwant, "w_init": w_init}
+        if not is_done(kpath, want):
+            import jax
+            with jax.enable_x64(True):
+                save_piece(kpath, want, **kernel_piece(spec, ks, w_init))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,10 +517,11 @@ def _load(results_dir: str | Path) -> dict[str, Any]:
     res["sigma_v"] = spec.get("model", {}).get("sigma_v", 1.0)
     tpath = _teacher_path(results_dir)
     res["B"] = load_arrays(tpath)[0]["B"] if tpath.exists() else None
-    kpath = _kernel_path(results_dir)
-    if not kpath.exists():
-        raise FileNotFoundError(f"no D1 kernel piece {kpath}; run the experiment first")
-    res["kernel"] = load_arrays(kpath)[0]
+    for w_init in W_INITS:
+        kpath = _kernel_path(results_dir, w_init)
+        if not kpath.exists():
+            raise FileNotFoundError(f"no D1 kernel piece {kpath}; run the experiment first")
+        res["kernel" if w_init == "gaussian" else f"kernel_{w_init}"] = load_arrays(kpath)[0]
     return res
 
 
@@ -590,14 +621,43 @@ def figures(results_dir: str | Path, fig_dir: str | Path) -> list[Path]:
             label=f"C n^p: p = {fmt_fit(f)}")
     ax.plot(kn, ka["A"].mean(axis=0)[0] * np.log(kn) / np.log(kn[0]), color="C2", ls=":",
             label=f"∝ ln n (local p = {ka['p_log']:.2f})")
+    kb = _kernel_analysis(res["kernel_bounded"])
+    ax.plot(res["kernel_bounded"]["n_grid"], kb["A"].mean(axis=0), "s", mfc="none", color="C0",
+            label=f"bounded w (|s_w w| < 1): p = {fmt_fit(kb['A_fit'])}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("n (training inputs)")
     ax.set_ylabel("width for deviation 1 (A / eps² for eps)")
     ax.set_title("Width the kernel needs vs n", fontsize=8)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.26))
     paths += plots.save(fig, Path(fig_dir) / f"{NAME}_mstar_vs_n")
     return paths
+
+
+def _kernel_claims(k: dict[str, np.ndarray], id_a: str, id_d: str, law: str,
+                   roles: tuple[str, str]) -> list[Claim]:
+    """The kernel arm's two rows for one law of the recurrent weights: A(n) against log n, and
+    D's CLT rate in m."""
+    ka = _kernel_analysis(k)
+    kn, f = k["n_grid"], ka["A_fit"]
+    A_txt = ", ".join(f"{int(a)}: {b:.3g}" for a, b in zip(kn, ka["A"].mean(axis=0)))
+    ctx = (f"{law}{k['D'].shape[0]} seeds of {int(k['ref_units']) + int(max(k['widths']))} "
+           f"units; widths {int(k['widths'][0])}..{int(k['widths'][-1])}, reference = the mean "
+           f"over the other {int(k['ref_units'])} units; n = {int(kn[0])}..{int(kn[-1])} nested")
+    df = ka["D_fit"]
+    return [Claim(NAME, f"{id_a} the width at which the NTK is uniformly close to its limit on "
+                        "the n training inputs (the union bound behind m = O(log n)) grows at "
+                        f"most like log n ({ctx}; A(n) = median_m m_eff D(m, n)^2, D = "
+                        f"max_i |K_m(x_i, x_i) - K_ref(x_i, x_i)| / mean K_ref: {A_txt})",
+                  "exponent p of A(n) ~ n^p (log-log OLS, 95% seed bootstrap) vs log n's",
+                  fmt_fit(f) + f" (log n: {ka['p_log']:.3f})",
+                  f"p <= {ka['p_log'] + LOG_TOL:.3f} (ln n's exponent + {LOG_TOL:g})",
+                  log_verdict(f.slope, f.ci95, kn), role=roles[0]),
+            Claim(NAME, f"{id_d} the sup deviation falls like m^-1/2 (the CLT rate that makes "
+                        f"A(n) a width; {law}n = {int(kn[-1])})",
+                  "log-log slope of seed-mean D against m_eff = (1/m + 1/M_ref)^-1",
+                  fmt_fit(df), "in [-0.6, -0.4]", stats.verdict(df.slope, df.ci95, -0.6, -0.4),
+                  role=roles[1])]
 
 
 def claims(results_dir: str | Path) -> list[Claim]:
@@ -647,25 +707,9 @@ def claims(results_dir: str | Path) -> list[Claim]:
                        "works' polynomial widths; same runs as D1.1)",
                  "exponent p of m* ~ n^p (log-log OLS, 95% seed bootstrap)", val,
                  "p <= 0.5", v2)]
-    k = res["kernel"]
-    ka = _kernel_analysis(k)
-    kn, f = k["n_grid"], ka["A_fit"]
-    A_txt = ", ".join(f"{int(a)}: {b:.3g}" for a, b in zip(kn, ka["A"].mean(axis=0)))
-    ctx = (f"{k['D'].shape[0]} seeds of {int(k['ref_units']) + int(max(k['widths']))} units; "
-           f"widths {int(k['widths'][0])}..{int(k['widths'][-1])}, reference = the mean over "
-           f"the other {int(k['ref_units'])} units; n = {int(kn[0])}..{int(kn[-1])} nested")
-    out.append(Claim(NAME, "D1.3 the width at which the NTK is uniformly close to its limit on "
-                           "the n training inputs (the union bound behind m = O(log n)) grows at "
-                           f"most like log n ({ctx}; A(n) = median_m m_eff D(m, n)^2, D = "
-                           f"max_i |K_m(x_i, x_i) - K_ref(x_i, x_i)| / mean K_ref: {A_txt})",
-                     "exponent p of A(n) ~ n^p (log-log OLS, 95% seed bootstrap) vs log n's",
-                     fmt_fit(f) + f" (log n: {ka['p_log']:.3f})",
-                     f"p <= {ka['p_log'] + LOG_TOL:.3f} (ln n's exponent + {LOG_TOL:g})",
-                     log_verdict(f.slope, f.ci95, kn)))
-    df = ka["D_fit"]
-    out.append(Claim(NAME, f"D1.4 the sup deviation falls like m^-1/2 (the CLT rate that makes "
-                           f"A(n) a width; n = {int(kn[-1])})",
-                     "log-log slope of seed-mean D against m_eff = (1/m + 1/M_ref)^-1",
-                     fmt_fit(df), "in [-0.6, -0.4]",
-                     stats.verdict(df.slope, df.ci95, -0.6, -0.4), role="control"))
+    out += _kernel_claims(res["kernel"], "D1.3", "D1.4", "", ("claim", "control"))
+    out += _kernel_claims(res["kernel_bounded"], "D1.5", "D1.6",
+                          "bounded recurrent weights w_i ~ U[-sqrt 3, sqrt 3] (unit variance, "
+                          "every |s_w w_i| <= 0.87 < 1: the Lipschitz cutoff the paper assumes) "
+                          "instead of the engine's N(0, 1); ", ("extra", "extra"))
     return out

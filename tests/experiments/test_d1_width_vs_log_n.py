@@ -217,14 +217,40 @@ def test_ci_end_to_end(ci_results, rerun_changes_nothing, tmp_path):
     paths = d1.figures(res, figs)
     assert len(paths) == 4 and all(p.exists() and p.stat().st_size > 0 for p in paths)
     cl = d1.claims(res)
-    assert [c.claim[:4] for c in cl] == ["D1.1", "D1.2", "D1.3", "D1.4"]
-    assert [c.role for c in cl] == ["claim", "claim", "claim", "control"]
+    assert [c.claim[:4] for c in cl] == ["D1.1", "D1.2", "D1.3", "D1.4", "D1.5", "D1.6"]
+    assert [c.role for c in cl] == ["claim", "claim", "claim", "control", "extra", "extra"]
     assert all(c.verdict in VERDICTS and c.experiment == d1.NAME for c in cl)
     assert "budget check" in cl[0].claim and "projection ball" in cl[0].claim
     k, _ = load_arrays(res / d1.NAME / "kernel.npz")
     ks = d1.KERNEL_SETTINGS["ci"]
     assert k["D"].shape == (ks.seeds, len(ks.widths), len(ks.n_grid))
     assert np.all(np.diff(k["D"], axis=-1) >= 0)                 # a max over nested inputs
+    kb, _ = load_arrays(res / d1.NAME / "kernel_bounded.npz")
+    assert kb["D"].shape == k["D"].shape and np.all(np.diff(kb["D"], axis=-1) >= 0)
+    assert not np.allclose(kb["D"], k["D"])                       # another law of the units
+
+
+def test_bounded_units_keep_u_and_bound_w():
+    import jax
+    cfg = d1.spec_for("ci")
+    mcfg = sweep_model(cfg, 4096)
+    key = jax.random.key(3)
+    g, b = d1.unit_params(mcfg, key), d1.unit_params(mcfg, key, "bounded")
+    np.testing.assert_array_equal(np.asarray(g["U"]), np.asarray(b["U"]))
+    w = np.asarray(b["W"])
+    assert w.shape == np.asarray(g["W"]).shape == (4096,)
+    assert np.abs(w).max() <= math.sqrt(3) and np.abs(w).max() > 1.7
+    assert np.var(w) == pytest.approx(1.0, abs=0.06)               # unit variance, like N(0, 1)
+    assert np.mean(np.abs(np.asarray(g["W"])) * mcfg.sigma_w > 1) > 0.03   # the Gaussian tail
+    assert np.all(np.abs(w) * mcfg.sigma_w < 1)
+    with pytest.raises(ValueError, match="w_init must be one of"):
+        d1.unit_params(mcfg, key, "uniform")
+
+
+def sweep_model(spec, width):
+    from rnn_ntk import sweep
+    return sweep.build_config(spec, [("task", "n_train", spec.axis("n_train").values[0])],
+                              width).model
 
 
 def test_scales_override_only_sizes():
@@ -271,8 +297,9 @@ def _fake_store(root, mstar_fn, n_grid, S=4, noise=0.02, A_fn=None):
     rng = np.random.default_rng(5)
     D = np.sqrt(A(kn)[None, None, :] / m_eff[None, :, None]
                 * np.exp(0.05 * rng.standard_normal((S, 1, 1))))
-    save_arrays(root / d1.NAME / "kernel.npz", {}, D=D, widths=kw, n_grid=kn,
-                ref_units=np.asarray(ref), kernel_scale=np.ones(S))
+    for name in ("kernel.npz", "kernel_bounded.npz"):
+        save_arrays(root / d1.NAME / name, {}, D=D, widths=kw, n_grid=kn,
+                    ref_units=np.asarray(ref), kernel_scale=np.ones(S))
 
 
 @pytest.mark.parametrize("fn,A_fn,expect", [
@@ -281,7 +308,7 @@ def _fake_store(root, mstar_fn, n_grid, S=4, noise=0.02, A_fn=None):
 def test_claims_and_figures_from_a_synthetic_store(tmp_path, fn, A_fn, expect):
     _fake_store(tmp_path, fn, N_GRID, A_fn=A_fn)
     cl = d1.claims(tmp_path)
-    assert [c.verdict for c in cl] == [expect, expect, expect, "agrees"]
+    assert [c.verdict for c in cl] == [expect, expect, expect, "agrees", expect, "agrees"]
     assert "n=100:" in cl[0].claim
     paths = d1.figures(tmp_path, tmp_path / "figs")
     assert len(paths) == 4 and all(p.stat().st_size > 0 for p in paths)
