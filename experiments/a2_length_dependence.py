@@ -377,7 +377,9 @@ def _check_point(st: Setting) -> tuple[int, int]:
 
 def _load(results_dir):
     """Every stored piece of the last run; each must have been made with the settings stored in
-    lr.npz (``protocol.load_piece``). kern[L], rnn[L]: errors (seeds, grid, L)."""
+    lr.npz (``protocol.load_piece``). Returns (setting, kern, rnn, diverged runs, lr by L,
+    width_err): kern[L], rnn[L] errors (seeds, grid, L); width_err (seeds, check_widths, L_0) the
+    RNN's errors of A2.3's width check."""
     out = Path(results_dir) / NAME
     arr, meta = load_piece(out / "lr.npz")
     st, want = stored_setting(meta, Setting), meta["settings"]

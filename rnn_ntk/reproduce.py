@@ -226,6 +226,7 @@ def store_position_errors(store_dir: str | Path) -> dict[str, np.ndarray]:
         data = tasks.sample_task(tc, jax.random.fold_in(train.run_key(r.seed, r.key_coords), 1),
                                  thp, dtype=cfg.jnp_dtype)
         cell = ds.sel({a.name: c for a, c in zip(spec.axes, r.coords)})
+
         def stored(which):
             return {g: jnp.asarray(np.nan_to_num(cell[f"{which}_{g}"].values, nan=0.0),
                                    cfg.jnp_dtype) for g in model.GROUPS}

@@ -528,8 +528,8 @@ class RunContext:
     hparams; closed over by the step and the evaluation, never passed through a transformation).
 
     params0: initial parameters {'W','U','b','v'} (array width M); theta0 / frozen: its trainable
-    and frozen groups.  data: tasks.Data (cfg.center: targets + f(theta_0; x)).  scales: Scales.  shuffle_key: minibatch order key.
-    opt: the optax optimiser.  radius: projection radius proj_radius / sqrt(width).  f_lin: the
+    and frozen groups.  data: tasks.Data (cfg.center: targets + f(theta_0; x)).  scales: Scales.
+    shuffle_key: minibatch order key.  opt: the optax optimiser.  radius: projection radius proj_radius / sqrt(width).  f_lin: the
     linearised model (None unless cfg.linearized).  pattern0: (n, T, M) initial activation
     pattern on the training set; n_pattern: entries of it at the true width.  y_train_norm /
     y_test_norm: ||y|| of each set.  x_probe (n_probe, T, d), K0, K0_norm: the probe inputs and
