@@ -352,22 +352,24 @@ def run(results_dir, scale: str = "default") -> None:
     lr = dict(zip(arr["lengths"].tolist(), arr["lr"].tolist()))
     for L in st.lengths:
         for N in st.rnn_ns:
-            p = out / f"rnn_L{L}_N{N}.npz"
-            if is_done(p, want):
-                continue
-            store_dir = out / "rnn" / f"L{L}_N{N}"
-            sweep_store(rnn_spec(st, L, N, lr[L], arr[f"weights_L{L}"]), store_dir)
-            res = store_position_errors(store_dir)
-            save_piece(p, want, **{k: res[k] for k in ("err", "test_loss", "diverged")})
+            _rnn_piece(out, f"L{L}_N{N}", want, rnn_spec(st, L, N, lr[L], arr[f"weights_L{L}"]))
     L, N = _check_point(st)
     for m in st.check_widths:
-        p = out / f"rnn_L{L}_N{N}_m{m}.npz"
-        if m == st.width or is_done(p, want):
-            continue
-        store_dir = out / "rnn" / f"L{L}_N{N}_m{m}"
-        sweep_store(rnn_spec(st._replace(width=m), L, N, lr[L], arr[f"weights_L{L}"]), store_dir)
-        res = store_position_errors(store_dir)
-        save_piece(p, want, **{k: res[k] for k in ("err", "test_loss", "diverged")})
+        if m != st.width:               # the main grid's piece serves the run's own width
+            _rnn_piece(out, f"L{L}_N{N}_m{m}", want,
+                       rnn_spec(st._replace(width=m), L, N, lr[L], arr[f"weights_L{L}"]))
+
+
+def _rnn_piece(out: Path, name: str, want: dict, spec: sweep.Spec) -> None:
+    """One RNN piece, unless done: the sweep into ``out/rnn/<name>``, then its per-position errors
+    into ``out/rnn_<name>.npz``."""
+    p = out / f"rnn_{name}.npz"
+    if is_done(p, want):
+        return
+    store_dir = out / "rnn" / name
+    sweep_store(spec, store_dir)
+    res = store_position_errors(store_dir)
+    save_piece(p, want, **{k: res[k] for k in ("err", "test_loss", "diverged")})
 
 
 def _check_point(st: Setting) -> tuple[int, int]:

@@ -521,7 +521,7 @@ def _load(results_dir: str | Path) -> dict[str, Any]:
         kpath = _kernel_path(results_dir, w_init)
         if not kpath.exists():
             raise FileNotFoundError(f"no D1 kernel piece {kpath}; run the experiment first")
-        res["kernel" if w_init == "gaussian" else f"kernel_{w_init}"] = load_arrays(kpath)[0]
+        res[kpath.stem] = load_arrays(kpath)[0]              # 'kernel', 'kernel_bounded
     return res
 
 
